@@ -1,0 +1,100 @@
+"""The `kubeharden` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+
+from kubeharden import __version__
+from kubeharden.lab.errors import LabError
+from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
+
+EXIT_ERROR = 2
+
+
+def _lab_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default="lab", help="lab name (default: lab); several labs can coexist")
+    parser.add_argument("--inventory-dir", help="where the lab writes hosts.yml (default: inventories/NAME)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubeharden", description="Harden Kubernetes nodes and prove it.")
+    parser.add_argument("--version", action="version", version=f"kubeharden {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    lab = commands.add_parser("lab", help="the local node lab: kubeadm-like nodes in systemd containers")
+    lab_commands = lab.add_subparsers(dest="lab_command", required=True)
+    up = lab_commands.add_parser("up", help="build (cached) node images and start the lab's nodes")
+    _lab_arguments(up)
+    # Topology options default to the running lab's, else to Topology's defaults (cp1 + w1, static etcd).
+    up.add_argument("--control-planes", type=int, choices=(1, 3, 5),
+                    help="control-plane nodes, each an etcd member (default: 1)")
+    up.add_argument("--workers", type=int, help="worker nodes (default: 1)")
+    up.add_argument("--etcd", choices=ETCD_TOPOLOGIES,
+                    help="etcd as kubeadm's static pod (default) or as a host systemd service")
+    up.add_argument("--debian", choices=("12", "13"), help="Debian release of the nodes (default: 12)")
+    down = lab_commands.add_parser("down", help="remove the lab's nodes, network and generated inventory")
+    _lab_arguments(down)
+    status = lab_commands.add_parser("status", help="show the lab's nodes")
+    _lab_arguments(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    ssh = lab_commands.add_parser("ssh", help="open an SSH session (or run a command) on a lab node")
+    _lab_arguments(ssh)
+    ssh.add_argument("node")
+    ssh.add_argument("remote_command", nargs=argparse.REMAINDER, help="command to run instead of a shell")
+    return parser
+
+
+def _print_status(status: dict) -> None:
+    if not status["exists"]:
+        print(f"lab {status['name']!r} is not up (kubeharden lab up)")
+        return
+    topology = status["topology"]
+    print(f"lab {status['name']!r}: Debian {topology['debian']}, {topology['etcd']} etcd, network "
+          f"{status['network']} ({status['subnet']})")
+    print(f"{'NODE':6} {'ROLE':14} {'ADDRESS':16} {'STATE':9} ETCD")
+    for node in status["nodes"]:
+        print(f"{node['name']:6} {node['role']:14} {node['ip']:16} {node['state']:9} {node['etcd'] or '-'}")
+    print(f"inventory: {status['inventory']}")
+
+
+def run_lab(args: argparse.Namespace) -> int:
+    lab = Lab(args.name, args.inventory_dir)
+    if args.lab_command == "up":
+        current = lab.state()
+        base = asdict(current.topology if current else Topology())
+        asked = {"control_planes": args.control_planes, "workers": args.workers, "etcd": args.etcd,
+                 "debian": args.debian}
+        state = lab.up(Topology(**{**base, **{k: v for k, v in asked.items() if v is not None}}))
+        print(f"lab {state.name!r} is up; try: ansible -i {lab.inventory_path} all -m ping")
+        _print_status(lab.status())
+    elif args.lab_command == "down":
+        lab.down()
+    elif args.lab_command == "status":
+        status = lab.status()
+        print(json.dumps(status, indent=2)) if args.json else _print_status(status)
+    elif args.lab_command == "ssh":
+        command = lab.ssh_command(args.node, args.remote_command)
+        sys.stdout.flush()
+        os.execvp(command[0], command)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "lab":
+            return run_lab(args)
+    except LabError as error:
+        print(f"kubeharden: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

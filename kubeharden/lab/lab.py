@@ -1,0 +1,340 @@
+"""Bring a lab of kubeadm-like nodes up, report on it, and take it down.
+
+Nodes are systemd containers on a docker network the lab creates (`--internal`: no route out, never the
+host network). Each runs sshd with the lab's key; control-plane nodes run real etcd, either as the
+etcd static pod (started by the lab's static pod runner) or as the host's etcd.service.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import ipaddress
+import json
+import shutil
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from kubeharden.lab import docker, kubeadm, pki
+from kubeharden.lab.errors import LabError
+from kubeharden.lab.image import LAB_ADMIN_USER, ImageSpec, ensure_image
+
+ETCD_TOPOLOGIES = ("static", "host")
+MARKER = "/etc/kubeharden-lab/node.json"
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+RUN_OPTIONS = [
+    # PLATFORM facts: --privileged fails here; this set runs systemd as PID 1.
+    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
+    "--security-opt", "apparmor=unconfined", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run", "--tmpfs", "/tmp",
+    # What kubeadm's preflight demands of a node; the lab presets it in the node's network namespace.
+    "--sysctl", "net.ipv4.ip_forward=1",
+]
+
+
+@dataclass(frozen=True)
+class Topology:
+    control_planes: int = 1
+    workers: int = 1
+    etcd: str = "static"
+    debian: str = "12"
+
+    def validate(self) -> None:
+        if self.control_planes not in (1, 3, 5):
+            raise LabError(f"--control-planes must be 1, 3 or 5 (an etcd quorum), not {self.control_planes}")
+        if not 0 <= self.workers <= 20:
+            raise LabError(f"--workers must be between 0 and 20, not {self.workers}")
+        if self.etcd not in ETCD_TOPOLOGIES:
+            raise LabError(f"--etcd must be one of {', '.join(ETCD_TOPOLOGIES)}, not {self.etcd!r}")
+        ImageSpec(self.debian).suite  # noqa: B018 - raises for an unknown release
+
+    def node_names(self) -> list[tuple[str, str]]:
+        return ([(f"cp{i}", "control-plane") for i in range(1, self.control_planes + 1)]
+                + [(f"w{i}", "worker") for i in range(1, self.workers + 1)])
+
+
+@dataclass
+class Node:
+    name: str
+    role: str
+    ip: str
+    container: str
+
+
+@dataclass
+class LabState:
+    name: str
+    topology: Topology
+    network: str
+    subnet: str
+    image: str
+    nodes: list[Node] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> LabState | None:
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        return cls(raw["name"], Topology(**raw["topology"]), raw["network"], raw["subnet"], raw["image"],
+                   [Node(**n) for n in raw["nodes"]])
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+class Lab:
+    def __init__(self, name: str = "lab", inventory_dir: str | Path | None = None, log=print):
+        if not name.replace("-", "").isalnum():
+            raise LabError(f"lab name {name!r} may hold letters, digits and dashes only")
+        self.name = name
+        self.inventory_dir = Path(inventory_dir or Path("inventories") / name).absolute()
+        self.state_dir = self.inventory_dir / ".lab"
+        self.label = f"kubeharden.lab={name}"
+        self.network = f"kubeharden-{name}"
+        self.log = log
+
+    # -- paths -----------------------------------------------------------------------------------------
+    @property
+    def key_path(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.inventory_dir / "hosts.yml"
+
+    def container(self, node: str) -> str:
+        return f"kh-{self.name}-{node}"
+
+    def state(self) -> LabState | None:
+        return LabState.load(self.state_path)
+
+    # -- up --------------------------------------------------------------------------------------------
+    def up(self, topology: Topology) -> LabState:
+        topology.validate()
+        docker.require_engine()
+        state = self.state()
+        if state is not None and state.topology != topology:
+            raise LabError(f"lab {self.name!r} already runs {_describe(state.topology)}; "
+                           f"run `kubeharden lab down --name {self.name}` before asking for {_describe(topology)}")
+        image = ensure_image(ImageSpec(topology.debian), log=self.log)
+        if state is not None and not self._complete(state):
+            self.log(f"lab {self.name!r} is incomplete (a node or its network is gone): recreating it")
+            self.down(quiet=True)
+            state = None
+        if state is None:
+            state = self._create(topology, image)
+        else:
+            self._start_existing(state)
+        self._wait_etcd(state)
+        self._write_inventory(state)
+        return state
+
+    def _complete(self, state: LabState) -> bool:
+        if docker.inspect("network", state.network) is None:
+            return False
+        return all(docker.inspect("container", node.container) is not None for node in state.nodes)
+
+    def _start_existing(self, state: LabState) -> None:
+        for node in state.nodes:
+            if not docker.inspect("container", node.container)["State"]["Running"]:
+                self.log(f"starting {node.name}")
+                docker.run("start", node.container)
+        self._wait_systemd(state.nodes)
+
+    def _create(self, topology: Topology, image: str) -> LabState:
+        self.down(quiet=True)  # leftovers of an `up` that failed half-way
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        subnet = self._create_network()
+        hosts = list(ipaddress.ip_network(subnet).hosts())
+        nodes = []
+        for name, role in topology.node_names():
+            # cpN gets host number 10+N, wN gets 100+N: addresses a reader can map back to nodes.
+            offset = (10 if role == "control-plane" else 100) + int(name.lstrip("cpw")) - 1
+            nodes.append(Node(name, role, str(hosts[offset]), self.container(name)))
+        state = LabState(self.name, topology, self.network, subnet, image, nodes)
+        public_key = self._ensure_key()
+        for node in nodes:
+            self.log(f"starting node {node.name} ({node.role}, {node.ip})")
+            docker.run("run", "-d", *RUN_OPTIONS, "--network", self.network, "--ip", node.ip,
+                       "--hostname", node.name, "--name", node.container, "--label", self.label,
+                       "--label", f"kubeharden.node={node.name}", "--label", f"kubeharden.role={node.role}",
+                       image, "/sbin/init")
+        self._wait_systemd(nodes)
+        self._provision(state, public_key)
+        state.save(self.state_path)  # only a fully provisioned lab has a state file
+        return state
+
+    def _create_network(self) -> str:
+        """Create the lab network on a subnet docker picks, pinned so nodes keep their addresses."""
+        if docker.inspect("network", self.network) is not None:
+            docker.run("network", "rm", self.network)
+        docker.run("network", "create", "--internal", "--label", self.label, self.network)
+        ipam = docker.inspect("network", self.network)["IPAM"]["Config"][0]
+        docker.run("network", "rm", self.network)
+        docker.run("network", "create", "--internal", "--label", self.label, "--subnet", ipam["Subnet"],
+                   "--gateway", ipam["Gateway"], self.network)
+        return ipam["Subnet"]
+
+    def _ensure_key(self) -> str:
+        if not self.key_path.exists():
+            key = ed25519.Ed25519PrivateKey.generate()
+            self.key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                        serialization.PrivateFormat.OpenSSH,
+                                                        serialization.NoEncryption()))
+            self.key_path.chmod(0o600)
+        key = serialization.load_ssh_private_key(self.key_path.read_bytes(), password=None)
+        return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                             serialization.PublicFormat.OpenSSH).decode() + f" kubeharden-{self.name}"
+
+    def _wait_systemd(self, nodes: list[Node], timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        for node in nodes:
+            while True:
+                result = docker.exec_(node.container, "systemctl", "is-system-running", check=False)
+                if result.stdout.strip() in ("running", "degraded"):
+                    break
+                if time.monotonic() > deadline:
+                    raise LabError(f"node {node.name}: systemd did not finish booting within {timeout:.0f} s "
+                                   f"(state {result.stdout.strip() or result.stderr.strip()!r})")
+                time.sleep(0.5)
+
+    def _provision(self, state: LabState, public_key: str) -> None:
+        topology = state.topology
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        cas = pki.ClusterCAs.create(now)
+        control_planes = [n for n in state.nodes if n.role == "control-plane"]
+        members = [kubeadm.Member(n.name, n.ip) for n in control_planes]
+        api_server = f"https://{control_planes[0].ip}:6443"
+        host_etcd = topology.etcd == "host"
+        for node in state.nodes:
+            if node.role == "control-plane":
+                layout = kubeadm.control_plane_layout(cas, kubeadm.Member(node.name, node.ip), members, now,
+                                                      host_etcd=host_etcd)
+            else:
+                layout = kubeadm.worker_layout(cas, node.name, node.ip, api_server, now)
+            layout.file(MARKER, json.dumps({"lab": self.name, "node": node.name, "role": node.role}) + "\n", 0o644)
+            ssh_dir = f"/home/{LAB_ADMIN_USER}/.ssh"
+            layout.directory(ssh_dir, 0o700, LAB_ADMIN_USER, LAB_ADMIN_USER)
+            layout.file(f"{ssh_dir}/authorized_keys", public_key + "\n", 0o600, LAB_ADMIN_USER, LAB_ADMIN_USER)
+            docker.exec_(node.container, "tar", "-x", "-p", "-C", "/", input=_tar(layout))
+            if node.role == "control-plane":
+                unit = "etcd.service" if host_etcd else "kubeharden-lab-static-pods.service"
+                docker.exec_(node.container, "systemctl", "enable", unit)
+                docker.exec_(node.container, "systemctl", "start", "--no-block", unit)
+
+    def _wait_etcd(self, state: LabState, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        for node in (n for n in state.nodes if n.role == "control-plane"):
+            while True:
+                result = etcdctl(node.container, "endpoint", "health")
+                if result.returncode == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise LabError(f"node {node.name}: etcd is not healthy after {timeout:.0f} s: "
+                                   f"{(result.stderr or result.stdout).strip()[-400:]}")
+                time.sleep(1)
+
+    def _write_inventory(self, state: LabState) -> None:
+        def hosts(role: str) -> dict:
+            return {n.name: {"ansible_host": n.ip} for n in state.nodes if n.role == role}
+
+        inventory = {"all": {
+            "vars": {"ansible_user": LAB_ADMIN_USER, "ansible_ssh_private_key_file": str(self.key_path),
+                     "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
+                     "ansible_python_interpreter": "/usr/bin/python3"},
+            "children": {
+                "k8s_cluster": {"children": {"control_plane": {"hosts": hosts("control-plane")},
+                                             "workers": {"hosts": hosts("worker")}}},
+                "etcd": {"hosts": {n.name: {} for n in state.nodes if n.role == "control-plane"}},
+            },
+        }}
+        header = (f"# Written by `kubeharden lab up --name {self.name}` ({_describe(state.topology)}).\n"
+                  "# Rewritten on every `up`; removed by `down`.\n")
+        self.inventory_dir.mkdir(parents=True, exist_ok=True)
+        self.inventory_path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+
+    # -- status, ssh, down -----------------------------------------------------------------------------
+    def status(self) -> dict:
+        state = self.state()
+        if state is None:
+            return {"name": self.name, "exists": False, "nodes": []}
+        nodes = []
+        for node in state.nodes:
+            info = docker.inspect("container", node.container)
+            running = bool(info and info["State"]["Running"])
+            entry = {**asdict(node), "state": "running" if running else ("stopped" if info else "missing"),
+                     "etcd": None}
+            if running and node.role == "control-plane":
+                entry["etcd"] = "healthy" if etcdctl(node.container, "endpoint", "health").returncode == 0 \
+                    else "unhealthy"
+            nodes.append(entry)
+        return {"name": self.name, "exists": True, "topology": asdict(state.topology), "network": state.network,
+                "subnet": state.subnet, "image": state.image, "inventory": str(self.inventory_path),
+                "ssh_user": LAB_ADMIN_USER, "ssh_key": str(self.key_path), "nodes": nodes}
+
+    def ssh_command(self, node_name: str, command: list[str]) -> list[str]:
+        state = self.state()
+        if state is None:
+            raise LabError(f"lab {self.name!r} is not up: run `kubeharden lab up` first")
+        node = next((n for n in state.nodes if n.name == node_name), None)
+        if node is None:
+            raise LabError(f"no node {node_name!r} in lab {self.name!r}: "
+                           f"choose one of {', '.join(n.name for n in state.nodes)}")
+        return ["ssh", "-i", str(self.key_path), *SSH_OPTIONS, f"{LAB_ADMIN_USER}@{node.ip}", *command]
+
+    def down(self, quiet: bool = False) -> int:
+        docker.require_engine()
+        containers = docker.list_ids("container", self.label)
+        if containers:
+            docker.run("rm", "-f", "-v", *containers)
+        for network in docker.list_ids("network", self.label):
+            docker.run("network", "rm", network)
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        if self.inventory_path.exists():
+            self.inventory_path.unlink()
+        if not quiet:
+            self.log(f"lab {self.name!r}: removed {len(containers)} node(s) and its network")
+        return len(containers)
+
+
+def etcdctl(container: str, *args: str, cert: str = "healthcheck-client"):
+    """Run etcdctl on a node against its local member, authenticating with a kubeadm client certificate."""
+    etcd_pki = f"{kubeadm.PKI_DIR}/etcd"
+    return docker.exec_(container, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints=https://127.0.0.1:2379",
+                        f"--cacert={etcd_pki}/ca.crt", f"--cert={etcd_pki}/{cert}.crt", f"--key={etcd_pki}/{cert}.key",
+                        "--dial-timeout=3s", "--command-timeout=5s", *args, check=False)
+
+
+def _describe(topology: Topology) -> str:
+    return (f"{topology.control_planes} control-plane + {topology.workers} worker node(s), {topology.etcd} etcd, "
+            f"Debian {topology.debian}")
+
+
+def _tar(layout: kubeadm.NodeLayout) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        mtime = time.time()
+        for item in layout.files:
+            info = tarfile.TarInfo(item.path.lstrip("/"))
+            info.mode, info.uname, info.gname, info.mtime = item.mode, item.owner, item.group, mtime
+            if item.link_target is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, item.link_target
+                archive.addfile(info)
+            elif item.content is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(item.content)
+                archive.addfile(info, io.BytesIO(item.content))
+    return buffer.getvalue()

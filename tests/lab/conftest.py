@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kubeharden.lab.lab import Lab, Topology
+from tests.conftest import require_lab
+
+
+def _lab(tmp_path_factory, name: str, topology: Topology):
+    require_lab()
+    lab = Lab(name, tmp_path_factory.mktemp(name), log=lambda line: None)
+    lab.up(topology)
+    yield lab
+    if os.environ.get("KUBEHARDEN_KEEP_LAB") != "1":
+        lab.down(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """The default topology (cp1 + w1, etcd as a static pod, Debian 12)."""
+    yield from _lab(tmp_path_factory, "pytest", Topology())
+
+
+@pytest.fixture(scope="session")
+def host_etcd_lab(tmp_path_factory):
+    """kubespray's topology: etcd as a host systemd service, on Debian 13."""
+    yield from _lab(tmp_path_factory, "pytest-host", Topology(control_planes=1, workers=0, etcd="host", debian="13"))
+
+
+@pytest.fixture(scope="session")
+def ha_lab(tmp_path_factory):
+    yield from _lab(tmp_path_factory, "pytest-ha", Topology(control_planes=3, workers=0))

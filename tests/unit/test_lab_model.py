@@ -1,0 +1,39 @@
+import pytest
+
+from kubeharden.cli import build_parser
+from kubeharden.lab.errors import LabError
+from kubeharden.lab.image import ImageSpec
+from kubeharden.lab.lab import Lab, Topology
+
+
+@pytest.mark.parametrize(("topology", "message"), [
+    (Topology(control_planes=2), "--control-planes must be 1, 3 or 5"),
+    (Topology(workers=21), "--workers must be between 0 and 20"),
+    (Topology(etcd="external"), "--etcd must be one of static, host"),
+    (Topology(debian="11"), "unsupported Debian release '11'"),
+])
+def test_bad_topologies_are_refused_with_the_option_named(topology, message):
+    with pytest.raises(LabError, match=message):
+        topology.validate()
+
+
+def test_node_names_follow_roles():
+    assert Topology(control_planes=3, workers=2).node_names() == [
+        ("cp1", "control-plane"), ("cp2", "control-plane"), ("cp3", "control-plane"), ("w1", "worker"),
+        ("w2", "worker")]
+
+
+def test_image_tag_depends_on_release_and_is_stable():
+    assert ImageSpec("12").tag == ImageSpec("12").tag
+    assert ImageSpec("12").tag != ImageSpec("13").tag
+    assert ImageSpec("12").tag.startswith("kubeharden-node:debian12-")
+
+
+def test_lab_names_are_restricted():
+    with pytest.raises(LabError, match="letters, digits and dashes"):
+        Lab("bad name; rm -rf /")
+
+
+def test_cli_parses_lab_up():
+    args = build_parser().parse_args(["lab", "up", "--control-planes", "3", "--etcd", "host"])
+    assert (args.control_planes, args.workers, args.etcd) == (3, None, "host")
