@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 
 from kubeharden import __version__
+from kubeharden.audit import FORMATS, AuditError, run_audit, to_table
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
 
@@ -45,7 +46,37 @@ def build_parser() -> argparse.ArgumentParser:
     _lab_arguments(ssh)
     ssh.add_argument("node")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER, help="command to run instead of a shell")
+
+    audit = commands.add_parser("audit", help="evaluate the control catalogue on every node of an inventory",
+                                description="Exit codes: 0 nothing fails at or above --fail-on; 1 a control "
+                                            "fails; 2 the audit is incomplete (unreachable host, bad inventory, "
+                                            "a control in error).")
+    audit.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
+    audit.add_argument("--limit", help="Ansible host pattern to audit only some nodes")
+    audit.add_argument("--format", choices=sorted(FORMATS), default="table")
+    audit.add_argument("--output", help="write the report to this file instead of standard output")
+    audit.add_argument("--controls", action="append", metavar="ID",
+                       help="only these controls, by ID or prefix (1.2, KH-OS); repeatable or comma-separated")
+    audit.add_argument("--skip", action="append", metavar="ID", help="skip controls by ID or prefix")
+    audit.add_argument("--fail-on", choices=("low", "medium", "high"), default="low",
+                       help="lowest severity whose failure gives exit code 1 (default: low)")
+    audit.add_argument("-v", "--verbose", action="store_true", help="table: list every control, not only failures")
     return parser
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()] if values else None
+
+
+def run_audit_command(args: argparse.Namespace) -> int:
+    report = run_audit(args.inventory, args.limit, _split(args.controls), _split(args.skip))
+    text = to_table(report, args.verbose) if args.format == "table" else FORMATS[args.format](report)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return report.exit_code(args.fail_on)
 
 
 def _print_status(status: dict) -> None:
@@ -88,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "lab":
             return run_lab(args)
-    except LabError as error:
+        if args.command == "audit":
+            return run_audit_command(args)
+    except (LabError, AuditError) as error:
         print(f"kubeharden: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

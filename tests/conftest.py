@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,7 @@ def require_lab() -> None:
         if os.environ.get("KUBEHARDEN_REQUIRE_LAB") == "1":
             pytest.fail(f"KUBEHARDEN_REQUIRE_LAB=1 but {error}")
         pytest.skip(f"lab tests need a Docker engine: {error}")
+
+
+# module_utils are imported by Ansible as ansible.module_utils.X; tests import them directly.
+sys.path.insert(0, str(ROOT / "module_utils"))

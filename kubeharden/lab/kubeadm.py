@@ -298,8 +298,13 @@ KUBEADM_FLAGS_ENV = ('KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix://
                      f' --pod-infra-container-image={PAUSE_IMAGE}"\n')
 
 
+# kubeadm's documented prerequisite ("Enable IPv4 packet forwarding"), done before `kubeadm init/join`.
+K8S_SYSCTL_CONF = "# sysctl params required by setup, params persist across reboots\nnet.ipv4.ip_forward = 1\n"
+
+
 def _kubelet_files(layout: NodeLayout, cas: pki.ClusterCAs, hostname: str, node_ip: str, now: dt.datetime,
                    leaf_validity: dt.timedelta) -> None:
+    layout.file("/etc/sysctl.d/k8s.conf", K8S_SYSCTL_CONF, 0o644)
     layout.directory("/var/lib/kubelet", 0o700)
     layout.file("/var/lib/kubelet/config.yaml", to_yaml(KUBELET_CONFIG), 0o644)
     layout.file("/var/lib/kubelet/kubeadm-flags.env", KUBEADM_FLAGS_ENV, 0o644)

@@ -1,0 +1,205 @@
+"""`kubeharden audit`: run the catalogue on an inventory through ansible-runner and report the results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubeharden import catalogue
+
+PROJECT_ROOT = Path(os.environ.get("KUBEHARDEN_HOME", Path(__file__).resolve().parent.parent))
+AUDIT_TASK = "Evaluate every control that applies to the node"
+SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+class AuditError(RuntimeError):
+    """The audit could not run at all (bad inventory, missing playbooks)."""
+
+
+@dataclass
+class AuditReport:
+    controls: dict[str, dict]
+    results: dict[str, list[dict]] = field(default_factory=dict)  # node -> results
+    host_errors: dict[str, str] = field(default_factory=dict)  # node -> why it could not be audited
+
+    def failing(self, fail_on: str = "low") -> dict[str, list[dict]]:
+        threshold = SEVERITY_RANK[fail_on]
+        return {node: [r for r in results if r["status"] == "fail"
+                       and SEVERITY_RANK[self.controls[r["id"]]["severity"]] >= threshold]
+                for node, results in self.results.items()}
+
+    def exit_code(self, fail_on: str = "low") -> int:
+        if self.host_errors or any(r["status"] == "error" for rs in self.results.values() for r in rs):
+            return EXIT_ERROR
+        return EXIT_FAILED if any(self.failing(fail_on).values()) else EXIT_OK
+
+    def score(self, node: str) -> float:
+        counts = Counter(r["status"] for r in self.results[node])
+        decided = counts["pass"] + counts["fail"] + counts["error"]
+        return round(100.0 * counts["pass"] / decided, 1) if decided else 100.0
+
+
+def check_inventory(inventory: str) -> None:
+    result = subprocess.run(["ansible-inventory", "-i", inventory, "--list"], capture_output=True, text=True,
+                            env={**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
+                                 "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"})
+    if result.returncode != 0:
+        detail = " ".join(line.strip() for line in result.stderr.splitlines() if line.strip())[-600:]
+        raise AuditError(f"inventory {inventory} could not be parsed: {detail}")
+    hosts = json.loads(result.stdout).get("k8s_cluster", {})
+    if not hosts.get("hosts") and not hosts.get("children"):
+        raise AuditError(f"inventory {inventory} has no group k8s_cluster (with control_plane, etcd, workers)")
+
+
+def run_audit(inventory: str, limit: str | None = None, include: list[str] | None = None,
+              skip: list[str] | None = None) -> AuditReport:
+    import ansible_runner
+
+    playbook = PROJECT_ROOT / "playbooks" / "audit.yml"
+    if not playbook.exists():
+        raise AuditError(f"{playbook} not found: run kubeharden from its checkout or set KUBEHARDEN_HOME")
+    check_inventory(inventory)
+    controls = catalogue.select(catalogue.load(), include, skip)
+    if not controls:
+        raise AuditError("no control matches --controls/--skip")
+    report = AuditReport({c["id"]: c for c in controls})
+    with tempfile.TemporaryDirectory(prefix="kubeharden-audit-") as private:
+        runner = ansible_runner.run(
+            private_data_dir=private, playbook=str(playbook), inventory=str(Path(inventory).absolute()),
+            extravars={"kubeharden_controls": controls}, limit=limit, quiet=True,
+            envvars={"ANSIBLE_CONFIG": str(PROJECT_ROOT / "ansible.cfg"),
+                     "ANSIBLE_LIBRARY": str(PROJECT_ROOT / "modules"),
+                     "ANSIBLE_MODULE_UTILS": str(PROJECT_ROOT / "module_utils"),
+                     "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true"},
+        )
+        for event in runner.events:
+            data = event.get("event_data", {})
+            host = data.get("host")
+            if event["event"] == "runner_on_unreachable":
+                report.host_errors[host] = "unreachable: " + str(data.get("res", {}).get("msg", "")).strip()
+            elif event["event"] == "runner_on_failed" and not data.get("ignore_errors"):
+                report.host_errors[host] = f"{data.get('task')}: {data.get('res', {}).get('msg', 'failed')}"
+            elif event["event"] == "runner_on_ok" and data.get("task") == AUDIT_TASK:
+                report.results[host] = data["res"]["results"]
+        if runner.rc != 0 and not report.host_errors:
+            report.host_errors["(play)"] = f"ansible-playbook exited with {runner.rc}: {runner.stdout.read()[-600:]}"
+    return report
+
+
+# -- formats ---------------------------------------------------------------------------------------------
+
+def to_table(report: AuditReport, verbose: bool = False) -> str:
+    marks = {"pass": "PASS", "fail": "FAIL", "manual": "MANUAL", "not_applicable": "N/A", "error": "ERROR"}
+    lines = []
+    for node in sorted(report.results):
+        counts = Counter(r["status"] for r in report.results[node])
+        lines.append(f"== {node}: score {report.score(node)}% ({counts['pass']} pass, {counts['fail']} fail, "
+                     f"{counts['error']} error, {counts['manual']} manual, {counts['not_applicable']} n/a)")
+        by_section: dict[str, list[dict]] = defaultdict(list)
+        for result in report.results[node]:
+            by_section[report.controls[result["id"]]["section"]].append(result)
+        for section, results in by_section.items():
+            shown = results if verbose else [r for r in results if r["status"] in ("fail", "error")]
+            passed = sum(r["status"] == "pass" for r in results)
+            lines.append(f"  {section}: {passed}/{len(results)} pass")
+            for r in shown:
+                control = report.controls[r["id"]]
+                lines.append(f"    {marks[r['status']]:6} {r['id']:10} [{control['severity']}] {control['title']}")
+                detail = r["reason"] or f"expected {r['expected']}; {r['evidence']}"
+                lines.append(f"           {detail}")
+                if r["status"] == "fail":
+                    fix = control["remediation"]
+                    lines.append(f"           fix: role {fix['role']}, variable {fix['variable']}")
+    for node, error in sorted(report.host_errors.items()):
+        lines.append(f"== {node}: NOT AUDITED: {error}")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: AuditReport) -> str:
+    return json.dumps({"nodes": {node: {"score": report.score(node), "results": results}
+                                 for node, results in sorted(report.results.items())},
+                       "errors": report.host_errors}, indent=2) + "\n"
+
+
+def to_junit(report: AuditReport) -> str:
+    suites = ET.Element("testsuites", name="kubeharden audit")
+    for node, results in sorted(report.results.items()):
+        counts = Counter(r["status"] for r in results)
+        suite = ET.SubElement(suites, "testsuite", name=node, tests=str(len(results)),
+                              failures=str(counts["fail"]), errors=str(counts["error"]),
+                              skipped=str(counts["manual"] + counts["not_applicable"]))
+        for r in results:
+            control = report.controls[r["id"]]
+            case = ET.SubElement(suite, "testcase", classname=f"{node}.{control['section']}",
+                                 name=f"{r['id']} {control['title']}")
+            detail = r["reason"] or f"expected {r['expected']}; {r['evidence']}"
+            if r["status"] == "fail":
+                ET.SubElement(case, "failure", message=detail, type=control["severity"]).text = \
+                    f"fix: role {control['remediation']['role']}, variable {control['remediation']['variable']}"
+            elif r["status"] == "error":
+                ET.SubElement(case, "error", message=detail)
+            elif r["status"] in ("manual", "not_applicable"):
+                ET.SubElement(case, "skipped", message=f"{r['status']}: {detail}")
+    for node, error in sorted(report.host_errors.items()):
+        suite = ET.SubElement(suites, "testsuite", name=node, tests="1", failures="0", errors="1")
+        ET.SubElement(ET.SubElement(suite, "testcase", name="reachable"), "error", message=error)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def to_sarif(report: AuditReport) -> str:
+    level = {"high": "error", "medium": "warning", "low": "note"}
+    rules = [{"id": c["id"], "name": c["id"], "shortDescription": {"text": c["title"]},
+              "properties": {"severity": c["severity"], "section": c["section"], "benchmark": c["benchmark"]},
+              "help": {"text": f"Fixed by role {c['remediation']['role']}, variable {c['remediation']['variable']}"}}
+             for c in report.controls.values()]
+    results = []
+    for node, node_results in sorted(report.results.items()):
+        for r in node_results:
+            if r["status"] not in ("fail", "error"):
+                continue
+            control = report.controls[r["id"]]
+            results.append({
+                "ruleId": r["id"], "level": "error" if r["status"] == "error" else level[control["severity"]],
+                "message": {"text": f"{node}: {r['reason'] or 'expected ' + r['expected'] + '; ' + r['evidence']}"},
+                "locations": [{"logicalLocations": [{"name": node, "kind": "node"}]}]})
+    sarif = {"version": "2.1.0", "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+             "runs": [{"tool": {"driver": {"name": "kubeharden", "rules": rules}}, "results": results}]}
+    return json.dumps(sarif, indent=2) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def to_prometheus(report: AuditReport) -> str:
+    lines = ["# HELP kubeharden_control_passed 1 if the control passes on the node, 0 if it fails.",
+             "# TYPE kubeharden_control_passed gauge"]
+    for node, results in sorted(report.results.items()):
+        for r in results:
+            if r["status"] in ("pass", "fail"):
+                c = report.controls[r["id"]]
+                lines.append(f'kubeharden_control_passed{{node="{_label(node)}",control="{r["id"]}",'
+                             f'severity="{c["severity"]}",section="{_label(c["section"])}"}} '
+                             f'{1 if r["status"] == "pass" else 0}')
+    lines += ["# HELP kubeharden_controls Controls on the node by result status.", "# TYPE kubeharden_controls gauge"]
+    for node, results in sorted(report.results.items()):
+        counts = Counter(r["status"] for r in results)
+        for status in ("pass", "fail", "error", "manual", "not_applicable"):
+            lines.append(f'kubeharden_controls{{node="{_label(node)}",status="{status}"}} {counts[status]}')
+    lines += ["# HELP kubeharden_node_score Percentage of decided controls that pass.",
+              "# TYPE kubeharden_node_score gauge"]
+    lines += [f'kubeharden_node_score{{node="{_label(n)}"}} {report.score(n)}' for n in sorted(report.results)]
+    lines += ["# HELP kubeharden_node_audited 1 if the node could be audited.", "# TYPE kubeharden_node_audited gauge"]
+    lines += [f'kubeharden_node_audited{{node="{_label(n)}"}} 1' for n in sorted(report.results)]
+    lines += [f'kubeharden_node_audited{{node="{_label(n)}"}} 0' for n in sorted(report.host_errors)]
+    return "\n".join(lines) + "\n"
+
+
+FORMATS = {"table": to_table, "json": to_json, "junit": to_junit, "sarif": to_sarif, "prometheus": to_prometheus}

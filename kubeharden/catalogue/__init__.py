@@ -1,0 +1,163 @@
+"""The control catalogue: one entry per control, driving both the audit and the remediation.
+
+Each YAML file here holds `defaults` (merged into every entry) and `controls`. An entry has an `id` (the
+CIS Kubernetes Benchmark ID where one exists, else KH-...), a `title`, a `severity`, the `node_roles` it
+applies to, a `type` (automated, or manual where the benchmark leaves the call to the operator; `required`
+makes kubeharden's policy decide it anyway), the `check` the audit module evaluates, and the `remediation`:
+the role and variable that fix it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+CATALOGUE_DIR = Path(__file__).parent
+SEVERITIES = ("low", "medium", "high")
+NODE_ROLES = ("control_plane", "workers", "etcd")
+TYPES = ("automated", "manual")
+FIELDS = {"id", "title", "severity", "type", "required", "node_roles", "benchmark", "check", "remediation"}
+# Kept equal to module_utils/kubeharden_controls.READERS (a unit test compares them).
+READS = ("file", "flag", "kubelet", "sysctl", "module", "sshd", "line", "package", "service", "mount", "swap",
+         "audit_rule", "encryption_provider", "pod_security", "same_file", "nft_table", "certificates", "none")
+
+SECTIONS = {
+    "1.1": "1.1 Control plane node configuration files", "1.2": "1.2 API server",
+    "1.3": "1.3 Controller manager", "1.4": "1.4 Scheduler", "2": "2 etcd",
+    "4.1": "4.1 Worker node configuration files", "4.2": "4.2 Kubelet", "4.3": "4.3 kube-proxy",
+    "KH-OS-1": "KH-OS-1 Kernel parameters (sysctl)", "KH-OS-2": "KH-OS-2 Kernel modules",
+    "KH-OS-3": "KH-OS-3 Mount options", "KH-OS-4": "KH-OS-4 System file permissions",
+    "KH-OS-5": "KH-OS-5 Accounts and authentication", "KH-OS-6": "KH-OS-6 auditd",
+    "KH-OS-7": "KH-OS-7 File integrity (AIDE)", "KH-OS-8": "KH-OS-8 SSH daemon",
+    "KH-OS-9": "KH-OS-9 Services and packages", "KH-K8S": "KH-K8S Kubernetes (kubeharden)",
+    "KH-PKI": "KH-PKI Certificates", "KH-FW": "KH-FW Firewall",
+}
+
+
+class CatalogueError(ValueError):
+    pass
+
+
+def section_of(control_id: str) -> str:
+    """The longest SECTIONS prefix of the ID that ends at a separator."""
+    best = ""
+    for prefix in SECTIONS:
+        if matches(control_id, prefix) and len(prefix) > len(best):
+            best = prefix
+    return SECTIONS.get(best, "Other")
+
+
+def matches(control_id: str, selector: str) -> bool:
+    """`1.2` selects 1.2 and 1.2.x (not 1.20); `KH-OS` selects KH-OS-...; an exact ID selects itself."""
+    selector = selector.rstrip(".-")
+    return control_id == selector or control_id.startswith((selector + ".", selector + "-"))
+
+
+def _merge(defaults: dict, entry: dict) -> dict:
+    control = {**defaults, **entry}
+    control["remediation"] = {**defaults.get("remediation", {}), **entry.get("remediation", {})}
+    return control
+
+
+def validate(controls: list[dict]) -> None:
+    problems, seen = [], set()
+    for control in controls:
+        cid = control.get("id", "<no id>")
+        if cid in seen:
+            problems.append(f"{cid}: duplicate id")
+        seen.add(cid)
+        unknown = set(control) - FIELDS
+        if unknown:  # also catches a title with an unquoted comma, which YAML flow style splits
+            problems.append(f"{cid}: unknown field(s) {sorted(unknown)}")
+        for field in ("id", "title", "severity", "type", "node_roles", "check", "remediation"):
+            if field not in control:
+                problems.append(f"{cid}: missing {field}")
+        if control.get("severity") not in SEVERITIES:
+            problems.append(f"{cid}: severity must be one of {SEVERITIES}")
+        if control.get("type") not in TYPES:
+            problems.append(f"{cid}: type must be one of {TYPES}")
+        if not set(control.get("node_roles") or ["?"]) <= set(NODE_ROLES):
+            problems.append(f"{cid}: node_roles must be among {NODE_ROLES}")
+        if (control.get("check") or {}).get("read") not in READS:
+            problems.append(f"{cid}: check.read must be one of {READS}")
+        remediation = control.get("remediation") or {}
+        if not remediation.get("role") or not remediation.get("variable"):
+            problems.append(f"{cid}: remediation needs a role and a variable")
+    if problems:
+        raise CatalogueError("invalid catalogue:\n  " + "\n  ".join(problems))
+
+
+@cache
+def _load(directory: str) -> tuple[dict, ...]:
+    controls = []
+    for path in sorted(Path(directory).glob("*.yml")):
+        document = yaml.safe_load(path.read_text())
+        defaults = document.get("defaults") or {}
+        controls.extend(_merge(defaults, entry) for entry in document["controls"])
+    validate(controls)
+    for control in controls:
+        control["section"] = section_of(control["id"])
+    return tuple(controls)
+
+
+def load(directory: Path = CATALOGUE_DIR) -> list[dict]:
+    """Every control, in benchmark order (CIS sections, then kubeharden's own)."""
+    return sorted((dict(c) for c in _load(str(directory))), key=lambda c: sort_key(c["id"]))
+
+
+def sort_key(control_id: str) -> tuple:
+    kh = control_id.startswith("KH-")
+    parts = control_id.replace("KH-", "").replace("-", ".").split(".")
+    return (kh, [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts])
+
+
+def select(controls: list[dict], include: list[str] | None = None, skip: list[str] | None = None) -> list[dict]:
+    chosen = [c for c in controls if not include or any(matches(c["id"], s) for s in include)]
+    return [c for c in chosen if not any(matches(c["id"], s) for s in skip or [])]
+
+
+def render_markdown(controls: list[dict]) -> str:
+    """docs/controls.md: every control, by section, with what it checks and what fixes it."""
+    lines = ["# Controls", "",
+             "Generated from `kubeharden/catalogue/*.yml` by `python -m kubeharden.catalogue --docs docs/controls.md`;",
+             "a test fails when this file is stale. Type `manual`: the benchmark leaves the call to the operator;",
+             "kubeharden still shows the evidence, and fails the control only where its policy requires it",
+             "(marked *required*).", "",
+             f"{len(controls)} controls.", ""]
+    section = None
+    for control in controls:
+        if control["section"] != section:
+            section = control["section"]
+            lines += ["", f"## {section}", "", "| ID | Control | Severity | Nodes | Checks | Fixed by |",
+                      "|---|---|---|---|---|---|"]
+        check = control["check"]
+        what = ", ".join(f"{k}={v}" for k, v in check.items()
+                         if k != "reason" and not isinstance(v, (list, dict)))
+        kind = control["type"] + (", required" if control.get("required") else "")
+        fix = f"`{control['remediation']['role']}`: `{control['remediation']['variable']}`"
+        title = control["title"].replace("|", "\\|")
+        lines.append(f"| {control['id']} | {title} ({kind}) | {control['severity']} | "
+                     f"{', '.join(control['node_roles'])} | {what.replace('|', chr(92) + '|')} | {fix} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kubeharden.catalogue")
+    parser.add_argument("--json", action="store_true", help="print the merged catalogue as JSON")
+    parser.add_argument("--docs", metavar="PATH", help="write the Markdown reference to PATH")
+    args = parser.parse_args(argv)
+    controls = load()
+    if args.docs:
+        Path(args.docs).write_text(render_markdown(controls))
+    if args.json or not args.docs:
+        json.dump(controls, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from kubeharden.catalogue import main
+
+sys.exit(main())

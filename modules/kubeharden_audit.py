@@ -1,0 +1,101 @@
+#!/usr/bin/python
+"""Evaluate kubeharden catalogue controls on a node in one invocation."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: kubeharden_audit
+short_description: Evaluate kubeharden's control catalogue on a node in one invocation
+description:
+  - Evaluates every control given to it that applies to the node's roles and returns one result per
+    control, with the actual and expected values and the evidence (file, flag, process) behind them.
+  - Reads static pod manifests as YAML, the kubelet's real configuration (its unit, drop-ins under /etc
+    and /usr/lib, environment files, the live command line, C(--config) and C(--config-dir) drop-ins),
+    etcd as a static pod or a host service, and sysctls as persisted and as live.
+  - Read-only. It never changes the node, so check mode and normal mode behave the same and there is no diff.
+  - A control whose input is unreadable or malformed gets status C(error) with the reason; the others still run.
+version_added: "0.1.0"
+options:
+  controls:
+    description:
+      - Catalogue entries, as loaded by C(kubeharden.catalogue) (each with C(id) and C(check)).
+    type: list
+    elements: dict
+    required: true
+  node_roles:
+    description:
+      - Inventory groups of the node; a control is evaluated only if one of its C(node_roles) is here.
+    type: list
+    elements: str
+    required: true
+author:
+  - kubeharden
+"""
+
+EXAMPLES = r"""
+- name: Audit the node against every control of the catalogue
+  kubeharden_audit:
+    controls: "{{ lookup('ansible.builtin.pipe', 'python3 -m kubeharden.catalogue --json') | from_json }}"
+    node_roles: "{{ group_names }}"
+  register: audit
+
+- name: Audit only the kubelet controls (a list filtered by the caller)
+  kubeharden_audit:
+    controls: "{{ kubeharden_controls | selectattr('id', 'match', '^4\\.2\\.') | list }}"
+    node_roles: [workers]
+"""
+
+RETURN = r"""
+results:
+  description: One entry per applicable control.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - id: "1.2.15"
+      status: fail
+      expected: eq false
+      actual: null
+      evidence: "--profiling not set (manifest /etc/kubernetes/manifests/kube-apiserver.yaml); default true applies"
+      reason: ""
+summary:
+  description: Count of results by status (pass, fail, manual, not_applicable, error).
+  returned: always
+  type: dict
+  sample: {pass: 120, fail: 14, manual: 6, not_applicable: 3, error: 0}
+"""
+
+from collections import Counter
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kubeharden_controls import READERS, evaluate_all
+
+
+def invalid_controls(controls: list) -> list[str]:
+    problems = []
+    for index, control in enumerate(controls):
+        if not isinstance(control, dict) or "id" not in control or not isinstance(control.get("check"), dict):
+            problems.append(f"controls[{index}] needs an id and a check mapping")
+            continue
+        read = control["check"].get("read")
+        if read != "none" and read not in READERS:
+            problems.append(f"control {control['id']}: unknown check.read {read!r}")
+    return problems
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"controls": {"type": "list", "elements": "dict", "required": True},
+                       "node_roles": {"type": "list", "elements": "str", "required": True}},
+        supports_check_mode=True,
+    )
+    problems = invalid_controls(module.params["controls"])
+    if problems:
+        module.fail_json(msg="invalid controls: " + "; ".join(problems))
+    results = evaluate_all(module.params["controls"], module.params["node_roles"])
+    module.exit_json(changed=False, results=results, summary=dict(Counter(r["status"] for r in results)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from kubeharden import catalogue
+from kubeharden.audit import EXIT_ERROR, EXIT_FAILED, EXIT_OK, AuditReport, to_junit, to_prometheus, to_sarif, to_table
+
+CONTROLS = {c["id"]: c for c in catalogue.load() if c["id"] in ("1.2.15", "1.2.5", "4.2.13", "KH-OS-9.2")}
+
+
+def result(cid, status, evidence="--profiling not set"):
+    return {"id": cid, "status": status, "expected": "eq false", "actual": None, "evidence": evidence,
+            "reason": "boom" if status == "error" else ""}
+
+
+@pytest.fixture
+def report():
+    return AuditReport(CONTROLS, {"cp1": [result("1.2.15", "fail"), result("1.2.5", "pass"),
+                                          result("4.2.13", "manual"), result("KH-OS-9.2", "not_applicable")],
+                                  "w1": [result("4.2.13", "pass")]})
+
+
+def test_exit_code_follows_threshold(report):
+    assert report.exit_code("low") == EXIT_FAILED
+    assert report.exit_code("high") == EXIT_OK  # 1.2.15 is medium
+    report.results["w1"].append(result("KH-OS-9.2", "error"))
+    assert report.exit_code("high") == EXIT_ERROR
+
+
+def test_unreachable_host_is_an_error(report):
+    report.host_errors["w2"] = "unreachable"
+    assert report.exit_code("high") == EXIT_ERROR
+    assert "w2: NOT AUDITED" in to_table(report)
+
+
+def test_score_counts_decided_controls_only(report):
+    assert report.score("cp1") == 50.0 and report.score("w1") == 100.0
+
+
+def test_table_groups_by_node_and_section_and_names_the_fix(report):
+    table = to_table(report)
+    assert "== cp1: score 50.0%" in table and "1.2 API server: 1/2 pass" in table
+    assert "fix: role control_plane, variable control_plane_apiserver_flags" in table
+
+
+def test_junit_has_a_suite_per_node(report):
+    root = ET.fromstring(to_junit(report))
+    cp1 = root.find("testsuite[@name='cp1']")
+    assert cp1.get("failures") == "1" and cp1.get("skipped") == "2"
+    assert cp1.find("testcase/failure").get("type") == "medium"
+
+
+def test_sarif_reports_failures_with_levels(report):
+    sarif = json.loads(to_sarif(report))
+    results = sarif["runs"][0]["results"]
+    assert [(r["ruleId"], r["level"]) for r in results] == [("1.2.15", "warning")]
+    assert {rule["id"] for rule in sarif["runs"][0]["tool"]["driver"]["rules"]} == set(CONTROLS)
+
+
+def test_prometheus_exposition(report):
+    text = to_prometheus(report)
+    assert 'kubeharden_control_passed{node="cp1",control="1.2.15",severity="medium",section="1.2 API server"} 0' \
+        in text
+    assert 'kubeharden_controls{node="cp1",status="manual"} 1' in text
+    assert 'kubeharden_node_score{node="w1"} 100.0' in text

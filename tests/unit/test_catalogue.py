@@ -1,0 +1,54 @@
+import kubeharden_controls
+import pytest
+
+from kubeharden import catalogue
+from tests.conftest import ROOT
+
+# Every CIS control of sections 1.1-1.4, 2 and 4.1-4.3 in reference/cis-kubernetes.md (v1.12 numbering).
+CIS_IDS = ([f"1.1.{i}" for i in range(1, 22)] + [f"1.2.{i}" for i in range(1, 31)] + [f"1.3.{i}" for i in range(1, 8)]
+           + ["1.4.1", "1.4.2"] + [f"2.{i}" for i in range(1, 8)] + [f"4.1.{i}" for i in range(1, 11)]
+           + [f"4.2.{i}" for i in range(1, 15)] + ["4.3.1"])
+
+
+def test_catalogue_covers_every_cis_control_once():
+    ids = [c["id"] for c in catalogue.load()]
+    assert len(ids) == len(set(ids))
+    assert set(CIS_IDS) <= set(ids)
+    assert len(ids) >= 150
+
+
+def test_catalogue_reads_are_what_the_module_implements():
+    assert set(catalogue.READS) - {"none"} == set(kubeharden_controls.READERS)
+
+
+def test_every_control_names_its_fix():
+    for control in catalogue.load():
+        assert control["remediation"]["role"] in {"node_os", "kubelet", "control_plane", "pki", "etcd", "firewall"}
+        assert control["remediation"]["variable"].startswith(control["remediation"]["role"] + "_")
+
+
+def test_unknown_fields_are_refused(tmp_path):
+    (tmp_path / "bad.yml").write_text(
+        "defaults: {node_roles: [workers], type: automated, severity: low, remediation: {role: node_os}}\n"
+        "controls:\n  - {id: X-1, title: Ensure a, b and c, check: {read: swap}, remediation: {variable: node_os_x}}\n")
+    with pytest.raises(catalogue.CatalogueError, match="unknown field"):
+        catalogue.load(tmp_path)
+
+
+@pytest.mark.parametrize(("selector", "selected"), [
+    ("1.2", True), ("1.2.1", True), ("1.20", False), ("1", True), ("KH-OS", False), ("1.2.15", False)])
+def test_selectors_match_at_separators(selector, selected):
+    assert catalogue.matches("1.2.1", selector) is selected
+
+
+def test_select_includes_then_skips():
+    chosen = catalogue.select(catalogue.load(), include=["1.2", "KH-OS-8"], skip=["1.2.1", "KH-OS-8.1"])
+    ids = {c["id"] for c in chosen}
+    assert "1.2.15" in ids and "KH-OS-8.2" in ids and "1.2.1" not in ids and "KH-OS-8.1" not in ids
+    assert "1.2.10" in ids and "1.3.1" not in ids
+
+
+def test_controls_doc_is_current():
+    expected = catalogue.render_markdown(catalogue.load())
+    actual = (ROOT / "docs" / "controls.md").read_text()
+    assert actual == expected, "docs/controls.md is stale: python -m kubeharden.catalogue --docs docs/controls.md"

@@ -1,0 +1,160 @@
+"""The audit engine's pure logic, on files it writes itself (no node needed)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import kubeharden_controls as controls
+import kubeharden_node as node
+import pytest
+
+
+@pytest.mark.parametrize(("op", "actual", "expected", "result"), [
+    ("eq", "false", "false", True), ("eq", True, "true", True), ("eq", "True", "false", False),
+    ("neq", "Webhook", "AlwaysAllow", True), ("has", "Node,RBAC", "RBAC", True), ("has", "Node", "RBAC", False),
+    ("nothave", "Node,AlwaysAllow", "AlwaysAllow", False), ("gte", "30", 30, True), ("gte", "7", 30, False),
+    ("lte", "4", 4, True), ("gt", 0, 0, False), ("in", "secretbox", ["aescbc", "secretbox"], True),
+    ("subset", "A,B", ["A", "B", "C"], True), ("subset", "A,D", ["A", "B"], False), ("subset", "", ["A"], False),
+    ("set", "", None, False), ("set", "x", None, True), ("unset", None, None, True), ("eq", None, "x", False),
+    ("regex", "300", "^([1-9]|300)$", True), ("gte", "many", 3, False),
+])
+def test_compare(op, actual, expected, result):
+    assert controls.compare(op, actual, expected) is result
+
+
+def test_unknown_comparison_is_an_error():
+    with pytest.raises(ValueError, match="unknown comparison"):
+        controls.compare("approximately", "1", "1")
+
+
+def test_parse_flags_handles_pflag_forms():
+    flags = node.parse_flags(["--a=1", "--b", "two", "--profiling", "--client-cert-auth", "--c=x", "--c=y"])
+    assert flags == {"a": "1", "b": "two", "profiling": "true", "client-cert-auth": "true", "c": "y"}
+
+
+@pytest.fixture
+def systemd_dirs(tmp_path, monkeypatch):
+    etc, lib = tmp_path / "etc", tmp_path / "lib"
+    (lib / "kubelet.service.d").mkdir(parents=True)
+    (etc / "kubelet.service.d").mkdir(parents=True)
+    monkeypatch.setattr(node, "SYSTEMD_UNIT_DIRS", (str(etc), str(lib)))
+    return etc, lib
+
+
+def test_unit_exec_expands_environment_and_honours_dropin_order(tmp_path, systemd_dirs):
+    etc, lib = systemd_dirs
+    env_file = tmp_path / "kubeadm-flags.env"
+    env_file.write_text('KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///run/c.sock"\n')
+    (lib / "kubelet.service").write_text("[Service]\nExecStart=/usr/bin/kubelet\n")
+    (lib / "kubelet.service.d/10-kubeadm.conf").write_text(textwrap.dedent(f"""\
+        [Service]
+        Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+        EnvironmentFile=-{env_file}
+        EnvironmentFile=-/nonexistent/default-kubelet
+        ExecStart=
+        ExecStart=/usr/bin/kubelet $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+        """))
+    (etc / "kubelet.service.d/20-override.conf").write_text(
+        '[Service]\nEnvironment="KUBELET_EXTRA_ARGS=--config-dir=/etc/kubernetes/kubelet.conf.d"\n')
+    unit = node.unit_exec("kubelet.service")
+    assert node.parse_flags(unit["argv"][1:]) == {
+        "config": "/var/lib/kubelet/config.yaml", "container-runtime-endpoint": "unix:///run/c.sock",
+        "config-dir": "/etc/kubernetes/kubelet.conf.d"}
+
+
+def test_same_named_dropin_in_etc_overrides_usr_lib(systemd_dirs):
+    etc, lib = systemd_dirs
+    (lib / "kubelet.service").write_text("[Service]\nExecStart=/usr/bin/kubelet\n")
+    for directory, value in ((lib, "lib"), (etc, "etc")):
+        (directory / "kubelet.service.d/10-kubeadm.conf").write_text(
+            f"[Service]\nExecStart=\nExecStart=/usr/bin/kubelet --a={value}\n")
+    assert node.unit_exec("kubelet.service")["argv"] == ["/usr/bin/kubelet", "--a=etc"]
+
+
+def test_kubelet_config_dir_dropins_override_the_config_file(tmp_path, systemd_dirs, monkeypatch):
+    _, lib = systemd_dirs
+    config, dropins = tmp_path / "config.yaml", tmp_path / "conf.d"
+    dropins.mkdir()
+    config.write_text("authentication:\n  anonymous:\n    enabled: true\n  webhook:\n    enabled: true\n")
+    (dropins / "50-harden.conf").write_text("authentication:\n  anonymous:\n    enabled: false\n")
+    (lib / "kubelet.service").write_text(
+        f"[Service]\nExecStart=/usr/bin/kubelet --config={config} --config-dir={dropins}\n")
+    monkeypatch.setattr(node, "find_processes", lambda name: [])
+    state = node.kubelet_state()
+    assert state["config"]["authentication"] == {"anonymous": {"enabled": False}, "webhook": {"enabled": True}}
+    assert state["config_sources"] == [str(config), str(dropins / "50-harden.conf")]
+
+
+def test_sysctl_persisted_follows_systemd_precedence(tmp_path, monkeypatch):
+    etc, lib = tmp_path / "etc", tmp_path / "lib"
+    etc.mkdir()
+    lib.mkdir()
+    (lib / "50-default.conf").write_text("kernel.kptr_restrict = 1\nnet.ipv4.ip_forward=0\n")
+    (lib / "99-shadowed.conf").write_text("kernel.dmesg_restrict = 0\n")
+    (etc / "99-shadowed.conf").write_text("kernel.dmesg_restrict = 1\n")
+    (etc / "90-k8s.conf").write_text("# comment\nnet/ipv4/ip_forward = 1\n")
+    monkeypatch.setattr(node, "SYSCTL_DIRS", (str(etc), str(lib)))
+    values = {k: v for k, (v, _) in node.sysctl_persisted().items()}
+    assert values["net.ipv4.ip_forward"] == "1"
+    assert values["kernel.dmesg_restrict"] == "1"
+    assert values["kernel.kptr_restrict"] == "1"
+
+
+def test_modprobe_install_false_disables_and_blacklist_only_blacklists(tmp_path, monkeypatch):
+    (tmp_path / "kh.conf").write_text("install cramfs /bin/false\nblacklist usb-storage\n")
+    monkeypatch.setattr(node, "MODPROBE_DIRS", (str(tmp_path),))
+    state = controls.Node(["workers"])
+    assert controls.read_module({"module": "cramfs"}, state).value == "disabled"
+    assert controls.read_module({"module": "usb-storage"}, state).value == "blacklisted"
+    assert controls.read_module({"module": "tipc"}, state).value == "loadable"
+
+
+def _manifest_control(tmp_path, monkeypatch, text):
+    (tmp_path / "kube-apiserver.yaml").write_text(text)
+    monkeypatch.setattr(node, "MANIFEST_DIR", str(tmp_path))
+    return {"id": "1.2.15", "type": "automated", "node_roles": ["control_plane"],
+            "check": {"read": "flag", "component": "kube-apiserver", "flag": "profiling", "op": "eq",
+                      "value": "false", "default": "true"}}
+
+
+def test_flag_default_applies_when_unset(tmp_path, monkeypatch):
+    control = _manifest_control(tmp_path, monkeypatch,
+                                "spec:\n  containers:\n  - command: [kube-apiserver, --secure-port=6443]\n")
+    result = controls.evaluate(control, controls.Node(["control_plane"]))
+    assert result["status"] == "fail" and result["actual"] == "true" and "default true applies" in result["evidence"]
+
+
+def test_malformed_manifest_is_an_error_with_the_line(tmp_path, monkeypatch):
+    control = _manifest_control(tmp_path, monkeypatch, "spec:\n  containers: [\n")
+    result = controls.evaluate(control, controls.Node(["control_plane"]))
+    assert result["status"] == "error" and "not valid YAML" in result["reason"] and "line" in result["reason"]
+
+
+def test_manual_control_fails_only_when_required(tmp_path, monkeypatch):
+    control = _manifest_control(tmp_path, monkeypatch, "spec:\n  containers:\n  - command: [kube-apiserver]\n")
+    control["type"] = "manual"
+    assert controls.evaluate(control, controls.Node(["control_plane"]))["status"] == "manual"
+    control["required"] = True
+    assert controls.evaluate(control, controls.Node(["control_plane"]))["status"] == "fail"
+
+
+def test_file_modes_report_offenders(tmp_path):
+    (tmp_path / "a.key").write_text("k")
+    (tmp_path / "a.key").chmod(0o644)
+    (tmp_path / "b.key").write_text("k")
+    (tmp_path / "b.key").chmod(0o600)
+    observation = controls.read_file({"path": str(tmp_path / "*.key"), "mode_max": "600"}, controls.Node([]))
+    assert len(observation.value) == 1 and observation.value[0].startswith(str(tmp_path / "a.key") + " 0644")
+
+
+def test_controls_apply_only_to_their_node_roles():
+    only_etcd = {"id": "x", "node_roles": ["etcd"], "check": {"read": "none"}}
+    assert controls.evaluate_all([only_etcd], ["workers", "k8s_cluster"]) == []
+    assert [r["status"] for r in controls.evaluate_all([only_etcd], ["etcd"])] == ["manual"]
+
+
+def test_container_fact_makes_declared_controls_not_applicable(monkeypatch):
+    monkeypatch.setattr(node, "in_container", lambda: True)
+    control = {"id": "t", "check": {"read": "service", "unit": "auditd.service", "container": "no audit netlink"}}
+    result = controls.evaluate(control, controls.Node([]))
+    assert result["status"] == "not_applicable" and "no audit netlink" in result["reason"]
