@@ -10,6 +10,7 @@ from tests.conftest import require_lab
 
 def _lab(tmp_path_factory, name: str, topology: Topology):
     require_lab()
+    name = f"{name}-{os.getpid()}"  # concurrent test runs on one machine get their own labs
     lab = Lab(name, tmp_path_factory.mktemp(name), log=lambda line: None)
     lab.up(topology)
     yield lab

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from kubeharden.audit import EXIT_ERROR, EXIT_FAILED
+from kubeharden.audit import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 from kubeharden.lab import docker
 
 pytestmark = pytest.mark.lab
@@ -137,3 +137,34 @@ def test_unreachable_host_is_reported_and_others_still_audited(lab, tmp_path):
     assert code == EXIT_ERROR
     assert "unreachable" in report["errors"]["ghost"]
     assert set(report["nodes"]) == {"cp1", "w1"}
+
+
+def test_live_kubelet_command_line_wins_over_the_unit(lab):
+    """A running kubelet's --config is what counts. The lab has no kubelet binary, so a stand-in script named
+    `kubelet` (its process name is the script's) runs with another --config; the reader must follow it."""
+    container = lab.container("w1")
+    docker.exec_(container, "sh", "-c",
+                 "printf 'kind: KubeletConfiguration\\npodPidsLimit: 4096\\nseccompDefault: true\\n' > /root/live.yaml"
+                 " && printf '#!/bin/sh\\nsleep 120\\n' > /usr/local/bin/kubelet && chmod 755 /usr/local/bin/kubelet"
+                 " && (setsid /usr/local/bin/kubelet --config=/root/live.yaml >/dev/null 2>&1 &)")
+    try:
+        code, report = audit(lab.inventory_path, "--limit", "w1", "--controls", "4.2.13,4.2.14,4.2.1")
+    finally:
+        docker.exec_(container, "sh", "-c", "pkill -f /usr/local/bin/kubelet; rm -f /usr/local/bin/kubelet "
+                                            "/root/live.yaml", check=False)
+    assert code == EXIT_OK, report
+    results = {r["id"]: r for r in report["nodes"]["w1"]["results"]}
+    assert results["4.2.13"]["status"] == "pass" and "/root/live.yaml" in results["4.2.13"]["evidence"]
+    assert results["4.2.14"]["status"] == "pass"
+    assert results["4.2.1"]["status"] == "pass"  # anonymous auth: unset in that file, v1beta1 default false
+
+
+def test_host_etcd_is_audited_from_the_running_service(host_etcd_lab):
+    code, report = audit(host_etcd_lab.inventory_path, "--controls", "2,1.1.11,1.1.12")
+    assert code == EXIT_OK, report
+    results = {r["id"]: r for r in report["nodes"]["cp1"]["results"]}
+    assert {cid: r["status"] for cid, r in results.items() if cid.startswith("2.")} == {
+        "2.1": "pass", "2.2": "pass", "2.3": "pass", "2.4": "pass", "2.5": "pass", "2.6": "pass", "2.7": "pass"}
+    assert "running etcd process" in results["2.2"]["evidence"]
+    # The host service's data dir is etcd-owned (Debian's package), unlike kubeadm's static pod.
+    assert results["1.1.12"]["status"] == "pass" and results["1.1.11"]["status"] == "pass"

@@ -172,9 +172,9 @@ def test_three_control_planes_form_one_etcd_quorum(ha_lab):
 
 
 def test_down_removes_only_what_the_lab_created(tmp_path):
-    lab = Lab("pytest-down", tmp_path, log=lambda line: None)
+    lab = Lab(f"pytest-down-{os.getpid()}", tmp_path, log=lambda line: None)
     lab.up(Topology(control_planes=1, workers=0))
-    bystander = "kubeharden-pytest-down-bystander"
+    bystander = f"kubeharden-pytest-down-{os.getpid()}-bystander"
     docker.run("network", "create", "--internal", bystander)
     try:
         assert lab.down(quiet=True) == 1

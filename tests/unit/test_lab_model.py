@@ -37,3 +37,19 @@ def test_lab_names_are_restricted():
 def test_cli_parses_lab_up():
     args = build_parser().parse_args(["lab", "up", "--control-planes", "3", "--etcd", "host"])
     assert (args.control_planes, args.workers, args.etcd) == (3, None, "host")
+
+
+def test_missing_debootstrap_says_how_to_install_it(monkeypatch):
+    from kubeharden.lab import image
+
+    monkeypatch.setattr(image.shutil, "which", lambda name: None)
+    with pytest.raises(LabError, match=r"apt-get install -y debootstrap"):
+        image._require_debootstrap()
+
+
+def test_missing_docker_engine_says_how_to_get_one(monkeypatch):
+    from kubeharden.lab import docker
+
+    monkeypatch.setattr(docker.shutil, "which", lambda name: None)
+    with pytest.raises(LabError, match=r"apt-get install -y docker\.io"):
+        docker.require_engine()
