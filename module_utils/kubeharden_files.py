@@ -1,0 +1,49 @@
+"""Safe writes for kubeharden's modules: validate, back up outside watched directories, replace atomically.
+
+Backups never go next to the file: a copy left in /etc/kubernetes/manifests would be run by the kubelet as
+a second static pod. They go to `backup_dir`, mirroring the original path, named with a timestamp.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+DEFAULT_BACKUP_DIR = "/var/backups/kubeharden"
+
+
+def backup(path: str, backup_dir: str = DEFAULT_BACKUP_DIR) -> str:
+    """Copy `path` (mode and owner kept) under `backup_dir`; return the copy's path."""
+    target_dir = os.path.join(backup_dir, os.path.dirname(path).lstrip("/"))
+    os.makedirs(target_dir, mode=0o700, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = os.path.join(target_dir, f"{os.path.basename(path)}.{stamp}.{os.getpid()}")
+    shutil.copy2(path, target)
+    info = os.stat(path)
+    os.chown(target, info.st_uid, info.st_gid)
+    return target
+
+
+def atomic_write(path: str, content: str, mode: int | None = None) -> None:
+    """Write to a temporary file in the same directory, then rename over `path`: readers never see half a file.
+
+    Mode and owner of an existing file are kept unless `mode` is given.
+    """
+    directory = os.path.dirname(path) or "."
+    previous = os.stat(path) if os.path.exists(path) else None
+    descriptor, temporary = tempfile.mkstemp(prefix=".kubeharden-", dir=directory)  # hidden: the kubelet skips it
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if previous is not None:
+            os.chown(temporary, previous.st_uid, previous.st_gid)
+        os.chmod(temporary, mode if mode is not None else (previous.st_mode & 0o7777 if previous else 0o600))
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

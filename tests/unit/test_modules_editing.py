@@ -1,0 +1,132 @@
+"""kubeharden_static_pod run for real by Ansible on the controller, against files in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubeharden.lab import kubeadm
+from tests.conftest import ROOT
+
+
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False) -> dict:
+    """Run `module` on localhost through ansible itself; its result comes back from ansible's --tree file."""
+    tree = tempfile.mkdtemp(prefix="kubeharden-module-")
+    argv = ["ansible", "localhost", "-c", "local", "-m", module, "-a", json.dumps(args), "--tree", tree,
+            "-e", f"ansible_python_interpreter={sys.executable}"]
+    argv += ["--check"] if check else []
+    argv += ["--diff"] if diff else []
+    env = {**os.environ, "ANSIBLE_LIBRARY": str(ROOT / "modules"), "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"),
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "0"}
+    completed = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    try:
+        # The tree file holds the module's result; whether it failed, and the diff, are in ansible's own output.
+        return {**json.loads(Path(tree, "localhost").read_text()), "failed": completed.returncode != 0,
+                "stdout": completed.stdout}
+    finally:
+        shutil.rmtree(tree)
+
+
+@pytest.fixture
+def manifest_path(tmp_path):
+    path = tmp_path / "manifests" / "kube-apiserver.yaml"
+    path.parent.mkdir()
+    path.write_text(kubeadm.to_yaml(kubeadm.apiserver_manifest("10.0.0.1", "https://127.0.0.1:2379")))
+    path.chmod(0o600)
+    return path
+
+
+def test_sets_flags_with_backup_outside_the_manifest_dir(manifest_path, tmp_path):
+    backups = tmp_path / "backups"
+    result = run_module("kubeharden_static_pod", {"path": str(manifest_path), "backup_dir": str(backups),
+                                                  "flags": {"profiling": False}})
+    assert not result["failed"] and result["changed"] and "--profiling=false" in result["command"]
+    assert "--profiling=false" in manifest_path.read_text()
+    assert oct(manifest_path.stat().st_mode & 0o777) == "0o600"
+    assert result["backup_file"].startswith(str(backups)) and os.listdir(manifest_path.parent) == [
+        "kube-apiserver.yaml"]
+    again = run_module("kubeharden_static_pod", {"path": str(manifest_path), "backup_dir": str(backups),
+                                                 "flags": {"profiling": False}})
+    assert again["changed"] is False
+
+
+def test_check_mode_shows_the_diff_and_writes_nothing(manifest_path):
+    before = manifest_path.read_text()
+    result = run_module("kubeharden_static_pod", {"path": str(manifest_path), "flags": {"profiling": "false"}},
+                        check=True, diff=True)
+    assert result["changed"] and "+    - --profiling=false" in result["stdout"]
+    assert manifest_path.read_text() == before
+
+
+@pytest.mark.parametrize(("content", "args", "message"), [
+    ("spec: [\n", {}, "is not valid YAML at line"),
+    ("kind: ConfigMap\n", {}, "not a static Pod manifest"),
+    (None, {"flags": {"insecure-port": "0"}}, "--insecure-port was removed in Kubernetes 1.24"),
+    (None, {"list_flags": {"enable-admission-plugins": ["EventRateLimit"]}}, "must be a mapping"),
+])
+def test_bad_input_fails_and_leaves_the_file_untouched(manifest_path, content, args, message):
+    if content is not None:
+        manifest_path.write_text(content)
+    before = manifest_path.read_text()
+    result = run_module("kubeharden_static_pod", {"path": str(manifest_path), **args})
+    assert result["failed"] and message in result["msg"] and "left untouched" in result["msg"]
+    assert manifest_path.read_text() == before
+
+
+# -- kubeharden_kubelet_config --------------------------------------------------------------------------------
+
+@pytest.fixture
+def kubelet_config(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(kubeadm.to_yaml(kubeadm.KUBELET_CONFIG))
+    path.chmod(0o644)
+    return path
+
+
+def test_kubelet_settings_are_deep_merged_and_lists_replaced(kubelet_config, tmp_path):
+    settings = {"authentication": {"anonymous": {"enabled": False}, "webhook": {"cacheTTL": "2m"}},
+                "clusterDNS": ["10.96.0.53"], "podPidsLimit": 4096}
+    result = run_module("kubeharden_kubelet_config", {"config_path": str(kubelet_config), "settings": settings,
+                                                      "backup_dir": str(tmp_path / "b")})
+    assert not result["failed"] and result["changed"]
+    config = yaml.safe_load(kubelet_config.read_text())
+    assert config["authentication"]["webhook"] == {"cacheTTL": "2m", "enabled": True}
+    assert config["authentication"]["x509"]["clientCAFile"] == "/etc/kubernetes/pki/ca.crt"
+    assert config["clusterDNS"] == ["10.96.0.53"] and config["podPidsLimit"] == 4096
+    assert kubelet_config.stat().st_mode & 0o777 == 0o644  # modes are the role's business, not the editor's
+    again = run_module("kubeharden_kubelet_config", {"config_path": str(kubelet_config), "settings": settings})
+    assert again["changed"] is False
+
+
+def test_kubelet_check_mode_writes_nothing(kubelet_config):
+    before = kubelet_config.read_text()
+    result = run_module("kubeharden_kubelet_config", {"config_path": str(kubelet_config),
+                                                      "settings": {"seccompDefault": True}}, check=True, diff=True)
+    assert result["changed"] and "+seccompDefault: true" in result["stdout"]
+    assert kubelet_config.read_text() == before
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("kind: KubeletConfiguration\nauthentication: [\n", "is not valid YAML at line"),
+    ("apiVersion: v1\nkind: Pod\n", "is not a KubeletConfiguration"),
+])
+def test_kubelet_bad_config_is_left_untouched(kubelet_config, content, message):
+    kubelet_config.write_text(content)
+    result = run_module("kubeharden_kubelet_config", {"config_path": str(kubelet_config),
+                                                      "settings": {"podPidsLimit": 1}})
+    assert result["failed"] and message in result["msg"]
+    assert kubelet_config.read_text() == content
+
+
+def test_kubelet_missing_config_is_reported(tmp_path):
+    result = run_module("kubeharden_kubelet_config", {"config_path": str(tmp_path / "nope.yaml"),
+                                                      "settings": {"podPidsLimit": 1}})
+    assert result["failed"] and "does not exist" in result["msg"]
