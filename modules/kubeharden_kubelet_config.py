@@ -53,6 +53,10 @@ path:
   description: The file written (the configuration, or kubeharden's drop-in).
   returned: always
   type: str
+config_path:
+  description: The kubelet's main configuration file (its C(--config)).
+  returned: always
+  type: str
 source:
   description: How the configuration file was found.
   returned: always
@@ -149,7 +153,7 @@ def main() -> None:
                 module.fail_json(msg=f"{path} sorts after {params['dropin_name']} and overrides "
                                      f"{', '.join(overridden)}: rename one of them; nothing written")
 
-    result = {"changed": after != before, "path": target, "source": source}
+    result = {"changed": after != before, "path": target, "config_path": config_path, "source": source}
     if result["changed"]:
         before_text = render(before) if before else ""
         after_text = render(after)

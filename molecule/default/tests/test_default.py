@@ -10,10 +10,10 @@ def test_the_connecting_user_can_become_root(host):
     assert host.run("sudo -n true").rc == 0
 
 
-def test_node_has_a_kubeadm_kubelet_configuration(host):
+def test_node_keeps_its_kubeadm_kubelet_configuration_root_only(host):
     with host.sudo():  # /var/lib/kubelet is 0700, as kubeadm leaves it
         config = host.file("/var/lib/kubelet/config.yaml")
-        assert config.exists and config.user == "root" and config.mode == 0o644
+        assert config.exists and config.user == "root" and config.mode == 0o600  # kubeadm wrote 0644
         assert "kind: KubeletConfiguration" in config.content_string
 
 

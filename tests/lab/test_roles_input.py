@@ -1,0 +1,33 @@
+"""Bad role input fails before anything on a node changes, with the variable named."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from kubeharden.lab import docker
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.lab
+
+
+def fingerprint(lab) -> str:
+    return docker.exec_(lab.container("w1"), "sh", "-c",
+                        "stat -c '%a %Y' /var/lib/kubelet/config.yaml && sha256sum /var/lib/kubelet/config.yaml").stdout
+
+
+@pytest.mark.parametrize(("variables", "named"), [
+    ({"kubelet_tls_cipher_suites": ["TLS_RSA_WITH_RC4_128_SHA"]}, "kubelet_tls_cipher_suites"),
+    ({"kubelet_server_tls_bootstrap": "sometimes"}, "kubelet_server_tls_bootstrap"),
+    ({"kubelet_config_file_mode": "0666"}, "kubelet_config_file_mode"),
+    ({"kubelet_config": "podPidsLimit=10"}, "kubelet_config"),
+])
+def test_invalid_kubelet_variables_fail_before_any_change(lab, variables, named):
+    before = fingerprint(lab)
+    result = subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path), str(ROOT / "playbooks/kubelet.yml"),
+                             "-e", json.dumps(variables)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert named in result.stdout and "Validating arguments against arg spec" in result.stdout
+    assert fingerprint(lab) == before
