@@ -38,6 +38,15 @@ RUN_OPTIONS = [
 ]
 
 
+LAB_GROUP_VARS = """\
+---
+# Written by `kubeharden lab up`; removed by `down`.
+# No kubelet runs the lab's control plane (no Kubernetes binaries exist here), so no component would ever
+# come back after a manifest change: the restart gate would roll every change back. Real clusters keep it on.
+control_plane_health_gate: false
+"""
+
+
 @dataclass(frozen=True)
 class Topology:
     control_planes: int = 1
@@ -111,6 +120,10 @@ class Lab:
     @property
     def inventory_path(self) -> Path:
         return self.inventory_dir / "hosts.yml"
+
+    @property
+    def group_vars_path(self) -> Path:
+        return self.inventory_dir / "group_vars" / "all" / "lab.yml"
 
     def container(self, node: str) -> str:
         return f"kh-{self.name}-{node}"
@@ -262,6 +275,8 @@ class Lab:
                   "# Rewritten on every `up`; removed by `down`.\n")
         self.inventory_dir.mkdir(parents=True, exist_ok=True)
         self.inventory_path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+        self.group_vars_path.parent.mkdir(parents=True, exist_ok=True)
+        self.group_vars_path.write_text(LAB_GROUP_VARS)
 
     # -- status, ssh, down -----------------------------------------------------------------------------
     def status(self) -> dict:
@@ -301,8 +316,9 @@ class Lab:
             docker.run("network", "rm", network)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
-        if self.inventory_path.exists():
-            self.inventory_path.unlink()
+        for path in (self.inventory_path, self.group_vars_path):
+            if path.exists():
+                path.unlink()
         if not quiet:
             self.log(f"lab {self.name!r}: removed {len(containers)} node(s) and its network")
         return len(containers)

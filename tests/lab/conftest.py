@@ -33,3 +33,9 @@ def host_etcd_lab(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ha_lab(tmp_path_factory):
     yield from _lab(tmp_path_factory, "pytest-ha", Topology(control_planes=3, workers=0))
+
+
+@pytest.fixture(scope="module")
+def gate_lab(tmp_path_factory):
+    """A control-plane node of its own: the restart-gate test changes manifests."""
+    yield from _lab(tmp_path_factory, "pytest-gate", Topology(control_planes=1, workers=0))

@@ -31,3 +31,24 @@ def test_invalid_kubelet_variables_fail_before_any_change(lab, variables, named)
     assert result.returncode != 0
     assert named in result.stdout and "Validating arguments against arg spec" in result.stdout
     assert fingerprint(lab) == before
+
+
+def manifests_fingerprint(lab) -> str:
+    return docker.exec_(lab.container("cp1"), "sh", "-c", "sha256sum /etc/kubernetes/manifests/*.yaml").stdout
+
+
+@pytest.mark.parametrize(("variables", "named"), [
+    ({"control_plane_anonymous_auth": "never"}, "control_plane_anonymous_auth"),
+    ({"control_plane_audit_log": {"policy_file": "/p.yaml", "path": "/a.log", "maxage": "a month",
+                                  "maxbackup": 10, "maxsize": 100}}, "maxage"),
+    ({"control_plane_pod_security_defaults": {"enforce": "strict"}}, "enforce"),
+    ({"control_plane_file_modes": [{"path": "/etc/kubernetes/admin.conf", "mode": "0777"}]}, "mode"),
+])
+def test_invalid_control_plane_variables_fail_before_any_change(lab, variables, named):
+    before = manifests_fingerprint(lab)
+    result = subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path),
+                             str(ROOT / "playbooks/control-plane.yml"), "-e", json.dumps(variables)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert named in result.stdout and "Validating arguments against arg spec" in result.stdout
+    assert manifests_fingerprint(lab) == before

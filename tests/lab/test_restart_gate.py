@@ -1,0 +1,40 @@
+"""The control-plane restart gate: a component that does not come back gets its previous manifest back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from kubeharden.lab import docker
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.lab
+MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+
+
+def test_gate_restores_the_manifest_when_the_apiserver_does_not_come_back(gate_lab):
+    """No kubelet runs the lab's apiserver, so it never comes back: exactly the failure path to prove."""
+    container = gate_lab.container("cp1")
+    before = docker.exec_(container, "sha256sum", MANIFEST).stdout
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(gate_lab.inventory_path), str(ROOT / "playbooks/control-plane.yml"),
+         "-e", json.dumps({"control_plane_health_gate": True, "control_plane_health_timeout": 5})],
+        capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert "kube-apiserver did not run its new manifest and report healthy within 5 s" in result.stdout
+    assert "previous manifest was restored from /var/backups/kubeharden/etc/kubernetes/manifests/" in result.stdout
+    assert docker.exec_(container, "sha256sum", MANIFEST).stdout == before
+    assert docker.exec_(container, "stat", "-c", "%a %U:%G", MANIFEST).stdout.strip() == "600 root:root"
+    # The play stopped at the apiserver: the controller-manager was not touched either.
+    assert "profiling" not in docker.exec_(container, "cat", "/etc/kubernetes/manifests/kube-controller-manager.yaml"
+                                           ).stdout
+
+
+def test_check_mode_never_triggers_the_gate(gate_lab):
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(gate_lab.inventory_path), str(ROOT / "playbooks/control-plane.yml"),
+         "--check", "-e", json.dumps({"control_plane_health_gate": True, "control_plane_health_timeout": 5})],
+        capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-2000:]
