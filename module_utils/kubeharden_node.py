@@ -50,9 +50,13 @@ def read_text(path: str) -> str:
 
 
 def load_yaml(path: str):
+    return parse_yaml(read_text(path), path)
+
+
+def parse_yaml(text: str, path: str):
+    """YAML from `text` (read from `path`); a syntax error becomes a ReadError naming the file and line."""
     if yaml is None:
         raise ReadError("PyYAML is not installed on the node (Debian/Ubuntu: apt-get install python3-yaml)")
-    text = read_text(path)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -116,17 +120,22 @@ def process_environ(pid: int) -> dict[str, str]:
     return dict(e.decode(errors="replace").split("=", 1) for e in entries if b"=" in e)
 
 
+def ordered_config_files(directories, pattern: str = "*.conf") -> list[str]:
+    """Files as systemd-style readers apply them (sysctl.d, modprobe.d, unit drop-ins): a file name in an
+    earlier directory hides the same name in later ones, and the survivors are read in name order."""
+    chosen: dict[str, str] = {}
+    for directory in directories:
+        for path in glob.glob(f"{directory}/{pattern}"):
+            chosen.setdefault(os.path.basename(path), path)
+    return [chosen[name] for name in sorted(chosen)]
+
+
 # -- systemd units ---------------------------------------------------------------------------------------
 
 def unit_files(unit: str) -> list[str]:
-    """The unit file systemd loads, then its drop-ins in systemd's order (same name: the earlier dir wins)."""
+    """The unit file systemd loads, then its drop-ins in systemd's order."""
     main = next((f"{d}/{unit}" for d in SYSTEMD_UNIT_DIRS if os.path.isfile(f"{d}/{unit}")), None)
-    dropins: dict[str, str] = {}
-    for directory in SYSTEMD_UNIT_DIRS:
-        for path in glob.glob(f"{directory}/{unit}.d/*.conf"):
-            dropins.setdefault(os.path.basename(path), path)
-    files = [main] if main else []
-    return files + [dropins[name] for name in sorted(dropins)]
+    return ([main] if main else []) + ordered_config_files(f"{d}/{unit}.d" for d in SYSTEMD_UNIT_DIRS)
 
 
 def env_file_values(text: str) -> dict[str, str]:
@@ -286,11 +295,7 @@ def dig(document, dotted: str):
 
 def sysctl_persisted() -> dict[str, tuple[str, str]]:
     """key -> (value, file) as systemd-sysctl applies them at boot (last assignment wins)."""
-    chosen: dict[str, str] = {}
-    for directory in SYSCTL_DIRS:
-        for path in glob.glob(f"{directory}/*.conf"):
-            chosen.setdefault(os.path.basename(path), path)
-    files = [chosen[name] for name in sorted(chosen)]
+    files = ordered_config_files(SYSCTL_DIRS)
     if os.path.isfile("/etc/sysctl.conf") and "/etc/sysctl.conf" not in (os.path.realpath(f) for f in files):
         files.append("/etc/sysctl.conf")
     values: dict[str, tuple[str, str]] = {}
@@ -328,13 +333,9 @@ def proc_sys_writable() -> bool:
 
 def modprobe_rules() -> dict[str, dict[str, str]]:
     """module -> {"install": command, "blacklist": "yes"} from modprobe.d (module names normalise - to _)."""
-    chosen: dict[str, str] = {}
-    for directory in MODPROBE_DIRS:
-        for path in glob.glob(f"{directory}/*.conf"):
-            chosen.setdefault(os.path.basename(path), path)
     rules: dict[str, dict[str, str]] = {}
-    for name in sorted(chosen):
-        for line in read_text(chosen[name]).splitlines():
+    for path in ordered_config_files(MODPROBE_DIRS):
+        for line in read_text(path).splitlines():
             words = line.split("#", 1)[0].split()
             if len(words) >= 2 and words[0] in ("install", "blacklist"):
                 entry = rules.setdefault(words[1].replace("-", "_"), {})

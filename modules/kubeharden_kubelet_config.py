@@ -72,7 +72,14 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_files import atomic_write, backup
-from ansible.module_utils.kubeharden_node import NotApplicable, ReadError, deep_merge, dig, kubelet_state
+from ansible.module_utils.kubeharden_node import (
+    NotApplicable,
+    ReadError,
+    deep_merge,
+    dig,
+    kubelet_state,
+    load_yaml,
+)
 
 try:
     import yaml
@@ -96,13 +103,11 @@ def leaf_paths(settings: dict, prefix: str = "") -> list[str]:
 
 def load_mapping(module: AnsibleModule, path: str) -> dict:
     try:
-        with open(path) as handle:
-            document = yaml.safe_load(handle)
+        document = load_yaml(path)
     except FileNotFoundError:
         module.fail_json(msg=f"the kubelet configuration {path} does not exist")
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        module.fail_json(msg=f"{path} is not valid YAML{f' at line {mark.line + 1}' if mark else ''}; left untouched")
+    except ReadError as exc:
+        module.fail_json(msg=f"{exc}; left untouched")
     if document is None:
         document = {}
     if not isinstance(document, dict) or document.get("kind", HEADER["kind"]) != HEADER["kind"]:

@@ -98,6 +98,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_files import atomic_write, backup
 from ansible.module_utils.kubeharden_manifest import ManifestError, apply, container_of, image_version, parse_version
+from ansible.module_utils.kubeharden_node import ReadError, parse_yaml
 
 try:
     import yaml
@@ -142,11 +143,9 @@ def main() -> None:
     with open(path) as handle:
         before_text = handle.read()
     try:
-        before = yaml.safe_load(before_text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        module.fail_json(msg=f"{path} is not valid YAML{f' at line {mark.line + 1}' if mark else ''}; "
-                             "left untouched")
+        before = parse_yaml(before_text, path)
+    except ReadError as exc:
+        module.fail_json(msg=f"{exc}; left untouched")
     for name, change in params["list_flags"].items():
         if not isinstance(change, dict) or set(change) - {"add", "remove"}:
             module.fail_json(msg=f"list_flags.{name} must be a mapping with 'add' and/or 'remove' lists; "
