@@ -39,3 +39,9 @@ def ha_lab(tmp_path_factory):
 def gate_lab(tmp_path_factory):
     """A control-plane node of its own: the restart-gate test changes manifests."""
     yield from _lab(tmp_path_factory, "pytest-gate", Topology(control_planes=1, workers=0))
+
+
+@pytest.fixture(scope="module")
+def firewall_lab(tmp_path_factory):
+    """Three control-plane nodes (a real etcd cluster) and two workers: sources on both sides of each rule."""
+    yield from _lab(tmp_path_factory, "pytest-fw", Topology(control_planes=3, workers=2))

@@ -20,3 +20,9 @@ def test_node_keeps_its_kubeadm_kubelet_configuration_root_only(host):
 def test_etcd_listens_only_on_control_plane_nodes(host):
     is_control_plane = host.backend.get_hostname().startswith("cp")
     assert host.socket("tcp://127.0.0.1:2379").is_listening == is_control_plane
+
+
+def test_firewall_table_is_loaded_and_persisted(host):
+    with host.sudo():
+        assert "chain input" in host.run("nft list table inet kubeharden").stdout
+        assert host.service("kubeharden-firewall.service").is_enabled

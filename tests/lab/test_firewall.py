@@ -1,0 +1,141 @@
+"""The firewall role with real traffic between lab nodes (the lab's own network only)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from kubeharden.lab import docker
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.lab
+
+# kube-proxy-like iptables-nft rules and an unrelated native table, laid down before the role runs.
+FOREIGN_SETUP = """
+iptables -t nat -N KUBE-SERVICES && iptables -t nat -A PREROUTING -j KUBE-SERVICES
+iptables -t nat -A KUBE-SERVICES -d 10.96.0.1/32 -p tcp --dport 443 -j DNAT --to-destination 127.0.0.1:6443
+iptables -t filter -N KUBE-FIREWALL && iptables -t filter -A INPUT -j KUBE-FIREWALL
+nft add table inet foreign && nft add chain inet foreign c '{ type filter hook input priority 10; }'
+nft add rule inet foreign c tcp dport 9999 counter accept
+"""
+FOREIGN_TABLES = ("ip nat", "ip filter", "inet foreign")
+
+
+def sh(lab, node, script, check=True):
+    return docker.exec_(lab.container(node), "sh", "-c", script, check=check)
+
+
+def foreign(lab, node) -> dict[str, str]:
+    # --stateless: the rules, byte for byte, without packet counters (traffic moves those).
+    return {t: sh(lab, node, f"nft --stateless list table {t}").stdout for t in FOREIGN_TABLES}
+
+
+def probe(lab, source: str, target_ip: str, port: int) -> str:
+    """open (handshake done), refused (RST: nothing listens) or dropped (no answer within 2 s)."""
+    script = ("import errno, socket\ns = socket.socket()\ns.settimeout(2)\n"
+              f"r = s.connect_ex(('{target_ip}', {port}))\n"
+              "print('open' if r == 0 else 'refused' if r == errno.ECONNREFUSED else "
+              "'dropped' if r in (errno.EAGAIN, errno.ETIMEDOUT) else errno.errorcode.get(r, r))")
+    return docker.exec_(lab.container(source), "python3", "-c", script).stdout.strip()
+
+
+def harden(lab, variables=None, limit=None) -> subprocess.CompletedProcess:
+    argv = ["ansible-playbook", "-i", str(lab.inventory_path), str(ROOT / "playbooks/firewall.yml"),
+            "-e", json.dumps(variables or {})] + (["--limit", limit] if limit else [])
+    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+
+
+def ip(lab, node):
+    return next(n.ip for n in lab.state().nodes if n.name == node)
+
+
+@pytest.fixture(scope="module")
+def hardened(firewall_lab):
+    lab = firewall_lab
+    for node in ("cp1", "w1", "w2"):
+        sh(lab, node, FOREIGN_SETUP)
+    before = {node: foreign(lab, node) for node in ("cp1", "w1")}
+    # Something to listen on the kubelet port of w1 (no kubelet runs in the lab).
+    sh(lab, "w1", "setsid python3 -m http.server 10250 >/dev/null 2>&1 < /dev/null &")
+    result = harden(lab)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return lab, before
+
+
+def test_foreign_tables_are_byte_identical_after_the_role(hardened):
+    lab, before = hardened
+    assert {node: foreign(lab, node) for node in ("cp1", "w1")} == before
+
+
+def test_etcd_ports_are_closed_from_a_worker_and_open_from_another_control_plane(hardened):
+    lab, _ = hardened
+    assert probe(lab, "w1", ip(lab, "cp1"), 2379) == "dropped"
+    assert probe(lab, "w1", ip(lab, "cp1"), 6443) == "refused"  # allowed, but no apiserver listens in the lab
+    assert probe(lab, "cp2", ip(lab, "cp1"), 2379) == "open"
+    assert probe(lab, "cp3", ip(lab, "cp1"), 2380) == "open"
+
+
+def test_kubelet_port_is_reachable_only_from_control_plane_nodes(hardened):
+    lab, _ = hardened
+    assert probe(lab, "cp1", ip(lab, "w1"), 10250) == "open"
+    assert probe(lab, "w2", ip(lab, "w1"), 10250) == "dropped"
+
+
+def test_etcd_quorum_survives_the_firewall(hardened):
+    from kubeharden.lab.lab import etcdctl
+
+    lab, _ = hardened
+    assert etcdctl(lab.container("cp2"), "endpoint", "health", "--cluster").returncode == 0
+
+
+def test_ssh_from_the_controller_still_works(hardened):
+    lab, _ = hardened
+    result = subprocess.run(lab.ssh_command("w2", ["sudo", "-n", "true"]), capture_output=True, timeout=30)
+    assert result.returncode == 0
+
+
+def test_the_table_is_persisted_for_boot_and_the_rollback_disarmed(hardened):
+    lab, _ = hardened
+    assert sh(lab, "w1", "systemctl is-enabled kubeharden-firewall.service").stdout.strip() == "enabled"
+    assert sh(lab, "w1", "nft -c -f /etc/nftables.d/kubeharden.nft && echo valid").stdout.strip() == "valid"
+    assert sh(lab, "w1", "systemctl is-active kubeharden-firewall-rollback.timer", check=False).stdout.strip() \
+        != "active"
+
+
+def test_deliberate_lockout_is_rolled_back_and_ssh_comes_back(hardened):
+    lab, _ = hardened
+    listing = sh(lab, "w2", "nft list table inet kubeharden").stdout
+    foreign_before = foreign(lab, "w2")
+    started = time.monotonic()
+    result = harden(lab, {"firewall_ssh_port": 2222, "firewall_lockout_check": False, "firewall_rollback_seconds": 15,
+                          "firewall_confirm_timeout": 5}, limit="w2")
+    assert result.returncode != 0
+    assert "The new firewall rules cut this play off from w2" in result.stdout
+    # Bounded wait for the rollback timer (15 s after loading): at most 20 tries over about 60 s.
+    for _ in range(20):
+        ssh = subprocess.run(["ssh", "-o", "ConnectTimeout=3", *lab.ssh_command("w2", ["true"])[1:]],
+                             capture_output=True, timeout=30, check=False)
+        if ssh.returncode == 0:
+            break
+        time.sleep(2)
+    assert ssh.returncode == 0, "SSH did not come back after the rollback"
+    assert time.monotonic() - started < 90
+    assert sh(lab, "w2", "nft list table inet kubeharden").stdout == listing
+    assert sh(lab, "w2", "grep -c 'dport { 22 }' /etc/nftables.d/kubeharden.nft").stdout.strip() == "1"
+    assert foreign(lab, "w2") == foreign_before
+
+
+@pytest.mark.parametrize(("variables", "message"), [
+    ({"firewall_admin_cidrs": ["300.1.1.1/8"]}, "'300.1.1.1/8' is not an IP address or CIDR; nothing loaded"),
+    ({"firewall_extra_rules": [{"proto": "tcp", "ports": [70000]}]}, "70000 is not a port or port range"),
+    ({"firewall_admin_cidrs": ["203.0.113.0/24"]}, "loading it would lock the play out"),
+])
+def test_bad_input_fails_before_anything_is_loaded(hardened, variables, message):
+    lab, _ = hardened
+    listing = sh(lab, "w1", "nft list table inet kubeharden").stdout
+    result = harden(lab, variables, limit="w1")
+    assert result.returncode != 0 and message in result.stdout
+    assert sh(lab, "w1", "nft list table inet kubeharden").stdout == listing
