@@ -139,3 +139,23 @@ def test_bad_input_fails_before_anything_is_loaded(hardened, variables, message)
     result = harden(lab, variables, limit="w1")
     assert result.returncode != 0 and message in result.stdout
     assert sh(lab, "w1", "nft list table inet kubeharden").stdout == listing
+
+
+def test_boot_unit_restores_only_kubeharden_table(hardened):
+    lab, _ = hardened
+    foreign_before = foreign(lab, "cp1")
+    listing = sh(lab, "cp1", "nft --stateless list table inet kubeharden").stdout
+    sh(lab, "cp1", "nft delete table inet kubeharden && systemctl restart kubeharden-firewall.service")
+    assert sh(lab, "cp1", "nft --stateless list table inet kubeharden").stdout == listing
+    assert foreign(lab, "cp1") == foreign_before
+
+
+def test_live_drift_in_the_table_is_detected_and_repaired(hardened):
+    lab, _ = hardened
+    listing = sh(lab, "w1", "nft --stateless list table inet kubeharden").stdout
+    sh(lab, "w1", "nft add rule inet kubeharden input tcp dport 2379 accept")  # someone opened etcd by hand
+    assert probe(lab, "w2", ip(lab, "w1"), 2379) == "refused"  # now reachable (nothing listens on a worker)
+    result = harden(lab, limit="w1")
+    assert result.returncode == 0 and "changed=0" not in result.stdout.split("PLAY RECAP")[1]
+    assert sh(lab, "w1", "nft --stateless list table inet kubeharden").stdout == listing
+    assert probe(lab, "w2", ip(lab, "w1"), 2379) == "dropped"
