@@ -38,3 +38,20 @@ def test_check_mode_never_triggers_the_gate(gate_lab):
          "--check", "-e", json.dumps({"control_plane_health_gate": True, "control_plane_health_timeout": 5})],
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_gate_lets_etcd_through_once_it_runs_the_new_manifest_as_its_user(gate_lab):
+    """Real etcd (restarted by the lab's runner) passes the gate: its process runs the new flags, /health is OK."""
+    from kubeharden.lab.lab import etcdctl
+
+    container = gate_lab.container("cp1")
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(gate_lab.inventory_path), str(ROOT / "playbooks/control-plane.yml"),
+         "--tags", "control_plane_etcd", "-e", json.dumps({"control_plane_health_gate": True,
+                                                           "control_plane_health_timeout": 60})],
+        capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Wait for the health endpoint of etcd" in result.stdout or "changed=0" in result.stdout
+    assert docker.exec_(container, "ps", "-o", "user=", "-C", "etcd").stdout.split() == ["etcd"]
+    assert etcdctl(container, "endpoint", "health").returncode == 0
+    assert docker.exec_(container, "stat", "-c", "%U:%G %a", "/var/lib/etcd").stdout.strip() == "etcd:etcd 700"

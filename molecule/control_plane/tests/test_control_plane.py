@@ -14,7 +14,7 @@ import kubeharden_manifest
 
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
 # Left failing on purpose, each with its reason in docs/exceptions.md.
-EXCEPTIONS = {"1.1.12", "1.2.1", "1.2.5", "1.2.27", "1.2.28"}
+EXCEPTIONS = {"1.2.1", "1.2.5", "1.2.27", "1.2.28"}
 
 
 def manifest(host, component):
@@ -66,3 +66,16 @@ def test_audit_leaves_only_the_documented_exceptions():
     results = report["nodes"]["cp1"]["results"]
     assert {r["id"] for r in results if r["status"] == "error"} == set()
     assert {r["id"] for r in results if r["status"] == "fail"} == EXCEPTIONS
+
+
+def test_etcd_runs_as_its_own_user_and_serves(host):
+    if not is_control_plane(host):
+        pytest.skip("etcd runs on control-plane nodes")
+    with host.sudo():
+        assert host.run("ps -o user= -C etcd").stdout.split() == ["etcd"]
+        pki = "/etc/kubernetes/pki/etcd"
+        health = host.run(f"ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={pki}/ca.crt "
+                          f"--cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health")
+        assert health.rc == 0, health.stderr
+        assert host.file("/var/lib/etcd").user == "etcd"
+        assert host.run("find /etc/kubernetes/pki ! -user root").stdout == ""  # 1.1.19 still holds
