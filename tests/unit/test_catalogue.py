@@ -52,3 +52,18 @@ def test_controls_doc_is_current():
     expected = catalogue.render_markdown(catalogue.load())
     actual = (ROOT / "docs" / "controls.md").read_text()
     assert actual == expected, "docs/controls.md is stale: python -m kubeharden.catalogue --docs docs/controls.md"
+
+
+def test_remediation_variables_exist_in_the_roles_that_have_landed():
+    """Two hops: catalogue ID -> role and variable, which the role's argument spec must declare."""
+    import yaml
+
+    missing = []
+    for control in catalogue.load():
+        role_dir = ROOT / "roles" / control["remediation"]["role"]
+        if not role_dir.exists() or (control["type"] == "manual" and not control.get("required")):
+            continue
+        spec = yaml.safe_load((role_dir / "meta" / "argument_specs.yml").read_text())
+        if control["remediation"]["variable"] not in spec["argument_specs"]["main"]["options"]:
+            missing.append(f"{control['id']}: {control['remediation']['role']}.{control['remediation']['variable']}")
+    assert missing == []
