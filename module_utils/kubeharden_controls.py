@@ -344,6 +344,27 @@ def _apiserver_config(state: Node, flag: str) -> tuple[object, str]:
         raise node.ReadError(f"--{flag} names {path}, which does not exist") from None
 
 
+HEALTH_PATHS = {"/livez", "/readyz", "/healthz"}
+
+
+def read_anonymous_auth(check: dict, state: Node) -> Observation:
+    """1.2.1: `false`, `health-only` (an AuthenticationConfiguration allows anonymous requests to health
+    endpoints only, as the kubelet's probes need), or `true`."""
+    flags, where = state.flags("kube-apiserver")
+    if "authentication-config" not in flags:
+        value = flags.get("anonymous-auth", "true")
+        return Observation(value, f"--anonymous-auth={value}" + ("" if "anonymous-auth" in flags else " (default)")
+                           + f" ({where})")
+    config, path = _apiserver_config(state, "authentication-config")
+    anonymous = (config or {}).get("anonymous") or {}
+    if not anonymous.get("enabled"):
+        return Observation("false" if anonymous else "true", f"{path}: anonymous "
+                           + ("disabled" if anonymous else "not configured (enabled by default)"))
+    paths = {c.get("path") for c in anonymous.get("conditions") or []}
+    value = "health-only" if paths and paths <= HEALTH_PATHS else "true"
+    return Observation(value, f"{path}: anonymous allowed for {sorted(paths) if paths else 'every path'}")
+
+
 def read_encryption_provider(check: dict, state: Node) -> Observation:
     """The first provider for `secrets` in the apiserver's EncryptionConfiguration: the one that encrypts."""
     config, where = _apiserver_config(state, "encryption-provider-config")
@@ -453,7 +474,8 @@ READERS = {
     "file": read_file, "flag": read_flag, "kubelet": read_kubelet, "sysctl": read_sysctl, "module": read_module,
     "sshd": read_sshd, "line": read_line, "package": read_package, "service": read_service, "mount": read_mount,
     "swap": read_swap, "audit_rule": read_audit_rule, "encryption_provider": read_encryption_provider,
-    "pod_security": read_pod_security, "same_file": read_same_file, "nft_table": read_nft_table,
+    "pod_security": read_pod_security, "anonymous_auth": read_anonymous_auth, "same_file": read_same_file,
+    "nft_table": read_nft_table,
     "certificates": read_certificates,
 }
 # Readers whose observation is a list of offending items: the control passes when it is empty.

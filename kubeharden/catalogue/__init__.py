@@ -24,7 +24,8 @@ TYPES = ("automated", "manual")
 FIELDS = {"id", "title", "severity", "type", "required", "node_roles", "benchmark", "check", "remediation"}
 # Kept equal to module_utils/kubeharden_controls.READERS (a unit test compares them).
 READS = ("file", "flag", "kubelet", "sysctl", "module", "sshd", "line", "package", "service", "mount", "swap",
-         "audit_rule", "encryption_provider", "pod_security", "same_file", "nft_table", "certificates", "none")
+         "audit_rule", "encryption_provider", "pod_security", "anonymous_auth", "same_file", "nft_table",
+         "certificates", "none")
 
 SECTIONS = {
     "1.1": "1.1 Control plane node configuration files", "1.2": "1.2 API server",

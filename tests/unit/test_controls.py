@@ -158,3 +158,25 @@ def test_container_fact_makes_declared_controls_not_applicable(monkeypatch):
     control = {"id": "t", "check": {"read": "service", "unit": "auditd.service", "container": "no audit netlink"}}
     result = controls.evaluate(control, controls.Node([]))
     assert result["status"] == "not_applicable" and "no audit netlink" in result["reason"]
+
+
+@pytest.mark.parametrize(("flags", "auth_config", "expected"), [
+    (["--secure-port=6443"], None, "true"),
+    (["--anonymous-auth=false"], None, "false"),
+    (["--authentication-config={auth}"],
+     "anonymous:\n  enabled: true\n  conditions: [{path: /livez}, {path: /readyz}, {path: /healthz}]\n", "health-only"),
+    (["--authentication-config={auth}"], "anonymous:\n  enabled: true\n  conditions: [{path: /api}]\n", "true"),
+    (["--authentication-config={auth}"], "anonymous:\n  enabled: false\n", "false"),
+    (["--authentication-config={auth}"], "jwt: []\n", "true"),
+])
+def test_anonymous_auth_understands_authentication_configuration(tmp_path, monkeypatch, flags, auth_config,
+                                                                 expected):
+    auth = tmp_path / "auth.yaml"
+    if auth_config is not None:
+        auth.write_text("apiVersion: apiserver.config.k8s.io/v1beta1\nkind: AuthenticationConfiguration\n"
+                        + auth_config)
+    command = ", ".join(["kube-apiserver", *(f.format(auth=auth) for f in flags)])
+    (tmp_path / "kube-apiserver.yaml").write_text(f"spec:\n  containers:\n  - command: [{command}]\n")
+    monkeypatch.setattr(node, "MANIFEST_DIR", str(tmp_path))
+    observation = controls.read_anonymous_auth({}, controls.Node(["control_plane"]))
+    assert observation.value == expected
