@@ -47,3 +47,11 @@ def atomic_write(path: str, content: str, mode: int | None = None) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def read_or_empty(path: str) -> str:
+    """A file's text, or "" when it does not exist (a file the module is about to create)."""
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,3 +42,21 @@ def require_lab() -> None:
 
 # module_utils are imported by Ansible as ansible.module_utils.X; tests import them directly.
 sys.path.insert(0, str(ROOT / "module_utils"))
+
+
+def run_module(module: str, args: dict, check: bool = False, diff: bool = False) -> dict:
+    """Run `module` on localhost through ansible itself; its result comes back from ansible's --tree file."""
+    tree = tempfile.mkdtemp(prefix="kubeharden-module-")
+    argv = ["ansible", "localhost", "-c", "local", "-m", module, "-a", json.dumps(args), "--tree", tree,
+            "-e", f"ansible_python_interpreter={sys.executable}"]
+    argv += ["--check"] if check else []
+    argv += ["--diff"] if diff else []
+    env = {**os.environ, "ANSIBLE_LIBRARY": str(ROOT / "modules"), "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"),
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "0"}
+    completed = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    try:
+        # The tree file holds the module's result; whether it failed, and the diff, are in ansible's own output.
+        return {**json.loads(Path(tree, "localhost").read_text()), "failed": completed.returncode != 0,
+                "stdout": completed.stdout}
+    finally:
+        shutil.rmtree(tree)

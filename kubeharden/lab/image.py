@@ -39,6 +39,9 @@ NODE_PACKAGES = (
 # package lists present: `apt-get install` then works offline, as it would from a local mirror.
 CACHED_PACKAGES = (
     "auditd", "aide", "aide-common", "libpam-pwquality", "apparmor-utils", "unattended-upgrades", "lynis",
+    # node_os's optional security tools (node_os_security_packages): the lab can test every choice.
+    "libpam-tmpdir", "debsums", "acct", "sysstat", "apt-listchanges", "apt-show-versions", "needrestart",
+    "fail2ban", "rkhunter", "usbguard",
 )
 
 
@@ -101,7 +104,7 @@ def ensure_image(spec: ImageSpec, log=print) -> str:
             shutil.rmtree(rootfs)
         try:
             _debootstrap(spec, rootfs, log)
-            _customise(rootfs, log)
+            _customise(spec, rootfs, log)
             log("[image] importing root filesystem into docker")
             _import(rootfs, tag)
         finally:
@@ -147,8 +150,14 @@ def _chroot(rootfs: Path, script: str, log, label: str) -> None:
     _stream(["chroot", str(rootfs), "/bin/sh", "-euc", env_prefix + script], log, label)
 
 
-def _customise(rootfs: Path, log) -> None:
+def _customise(spec: ImageSpec, rootfs: Path, log) -> None:
     shutil.copy("/etc/resolv.conf", rootfs / "etc/resolv.conf")
+    # Sources as the Debian installer writes them: the release, its updates and the security archive.
+    security = spec.mirror.rsplit("/", 1)[0] + "/debian-security"
+    (rootfs / "etc/apt/sources.list").write_text(
+        f"deb {spec.mirror} {spec.suite} main\n"
+        f"deb {spec.mirror} {spec.suite}-updates main\n"
+        f"deb {security} {spec.suite}-security main\n")
     _chroot(rootfs, f"""
 apt-get update -q
 apt-get install -q -y --download-only {' '.join(CACHED_PACKAGES)}
