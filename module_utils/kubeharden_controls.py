@@ -14,8 +14,10 @@ import os
 import re
 
 try:
+    from ansible.module_utils import kubeharden_encryption as encryption
     from ansible.module_utils import kubeharden_node as node
 except ImportError:  # imported directly by unit tests and the benchmark
+    import kubeharden_encryption as encryption
     import kubeharden_node as node
 
 PASS, FAIL, MANUAL, NOT_APPLICABLE, ERROR = "pass", "fail", "manual", "not_applicable", "error"
@@ -410,6 +412,33 @@ def read_nft_table(check: dict, state: Node) -> Observation:
                        + ("present" if present else "absent"))
 
 
+def read_etcd_encryption(check: dict, state: Node) -> Observation:
+    """How values under `prefix` are stored in this node's etcd, read over TLS with the health-check client."""
+    import ssl
+
+    flags, where = state.flags("etcd")
+    ca = flags.get("trusted-ca-file")
+    urls = [url for url in str(flags.get("listen-client-urls", "")).split(",") if url.startswith("https://")]
+    if not ca or not urls:
+        raise node.ReadError(f"etcd has no trusted CA or no https client URL ({where})")
+    local = next((url for url in urls if "127.0.0.1" in url or "localhost" in url), urls[0])
+    clients = [f"{os.path.dirname(ca)}/healthcheck-client", "/etc/kubernetes/pki/etcd/healthcheck-client",
+               "/etc/kubernetes/pki/apiserver-etcd-client"]
+    client = next((c for c in clients if os.path.exists(f"{c}.crt") and os.path.exists(f"{c}.key")), None)
+    if client is None:
+        raise node.ReadError(f"no etcd client certificate to read with (looked for {', '.join(clients)})")
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        context.load_cert_chain(f"{client}.crt", f"{client}.key")
+        kinds = [encryption.classify(value) for _, value in encryption.etcd_range(local, context, check["prefix"], 500)]
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise node.ReadError(f"cannot read {check['prefix']} from etcd at {local}: {exc}") from None
+    plaintext = kinds.count("plaintext")
+    counts = {kind: kinds.count(kind) for kind in sorted(set(kinds))}
+    return Observation(plaintext, f"{check['prefix']} in etcd ({local}): "
+                       + (", ".join(f"{count} {kind}" for kind, count in counts.items()) or "no values"))
+
+
 CERTIFICATE_GLOBS = ("/etc/kubernetes/pki/*.crt", "/etc/kubernetes/pki/etcd/*.crt", "/etc/etcd/pki/*.crt",
                      "/var/lib/kubelet/pki/*.crt", "/var/lib/kubelet/pki/kubelet-client-current.pem")
 
@@ -476,7 +505,7 @@ READERS = {
     "swap": read_swap, "audit_rule": read_audit_rule, "encryption_provider": read_encryption_provider,
     "pod_security": read_pod_security, "anonymous_auth": read_anonymous_auth, "same_file": read_same_file,
     "nft_table": read_nft_table,
-    "certificates": read_certificates,
+    "certificates": read_certificates, "etcd_encryption": read_etcd_encryption,
 }
 # Readers whose observation is a list of offending items: the control passes when it is empty.
 OFFENDER_READERS = {"file", "swap", "certificates"}

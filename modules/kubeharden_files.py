@@ -98,7 +98,8 @@ def main() -> None:
             continue
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):
-            os.makedirs(directory, mode=0o755)
+            os.makedirs(directory)
+            os.chmod(directory, 0o755)  # not the process umask: these are configuration directories others read
         if before and module.params["backup"]:
             backup(path, module.params["backup_dir"])
         atomic_write(path, content, mode=mode)

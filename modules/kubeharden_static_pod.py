@@ -42,6 +42,11 @@ options:
     description: Keys merged into the pod's C(spec.securityContext), e.g. C(runAsUser).
     type: dict
     default: {}
+  annotations:
+    description: Pod annotations to set. Changing one makes the kubelet restart the pod, which is how a
+      component is restarted to read a changed file it only reads at start (an encryption configuration).
+    type: dict
+    default: {}
   kubernetes_version:
     description: Target version (C(v1.31)); default the manifest image's tag.
     type: str
@@ -128,6 +133,7 @@ def main() -> None:
             "list_flags": {"type": "dict", "default": {}},
             "volumes": {"type": "list", "elements": "dict", "default": []},
             "pod_security_context": {"type": "dict", "default": {}},
+            "annotations": {"type": "dict", "default": {}},
             "kubernetes_version": {"type": "str", "default": ""},
             "backup": {"type": "bool", "default": True},
             "backup_dir": {"type": "path", "default": "/var/backups/kubeharden"},
@@ -155,19 +161,23 @@ def main() -> None:
         component = container.get("name") or container["command"][0]
         version = parse_version(params["kubernetes_version"]) if params["kubernetes_version"] \
             else image_version(before)
-        if version is None:
+        if version is None and component != "etcd":  # etcd's flags do not follow Kubernetes versions
             raise ManifestError(f"cannot tell the Kubernetes version from the image {container.get('image')!r}: "
                                 "set kubernetes_version")
         after = copy.deepcopy(before)
         flags = {name: as_flag_value(value) for name, value in params["flags"].items()}
         changed_mounts = apply(after, component, flags, params["list_flags"], params["volumes"], version)
+        if params["annotations"]:
+            metadata = after.setdefault("metadata", {})
+            metadata["annotations"] = {**(metadata.get("annotations") or {}),
+                                       **{str(k): str(v) for k, v in params["annotations"].items()}}
         if params["pod_security_context"]:
             after["spec"]["securityContext"] = {**(after["spec"].get("securityContext") or {}),
                                                 **params["pod_security_context"]}
     except ManifestError as exc:
         module.fail_json(msg=f"{path}: {exc}; left untouched")
-    result = {"changed": after != before, "command": container_of(after)["command"],
-              "mounts_changed": changed_mounts, "kubernetes_version": f"v{version[0]}.{version[1]}"}
+    result = {"changed": after != before, "command": container_of(after)["command"], "mounts_changed": changed_mounts,
+              "kubernetes_version": f"v{version[0]}.{version[1]}" if version else None}
     if result["changed"]:
         after_text = render(after)
         result["diff"] = {"before": before_text, "after": after_text, "before_header": path, "after_header": path}

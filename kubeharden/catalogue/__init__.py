@@ -25,7 +25,7 @@ FIELDS = {"id", "title", "severity", "type", "required", "node_roles", "benchmar
 # Kept equal to module_utils/kubeharden_controls.READERS (a unit test compares them).
 READS = ("file", "flag", "kubelet", "sysctl", "module", "sshd", "line", "package", "service", "mount", "swap",
          "audit_rule", "encryption_provider", "pod_security", "anonymous_auth", "same_file", "nft_table",
-         "certificates", "none")
+         "certificates", "etcd_encryption", "none")
 
 SECTIONS = {
     "1.1": "1.1 Control plane node configuration files", "1.2": "1.2 API server",

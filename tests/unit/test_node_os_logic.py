@@ -50,7 +50,8 @@ def test_modes_are_only_ever_tightened(current, limit, expected):
 
 
 def test_fstab_options_are_added_to_the_right_entry_only():
-    fstab = "UUID=1 / ext4 defaults 0 1\n/dev/sdb1  /tmp  ext4  defaults,nosuid  0 2\n# /dev/sdc /var/tmp ext4 defaults 0 2\n"
+    fstab = ("UUID=1 / ext4 defaults 0 1\n/dev/sdb1  /tmp  ext4  defaults,nosuid  0 2\n"
+             "# /dev/sdc /var/tmp ext4 defaults 0 2\n")
     after, found = os_logic.fstab_add_options(fstab, "/tmp", ["nodev", "nosuid", "noexec"])
     assert found
     assert after.splitlines()[1] == "/dev/sdb1  /tmp  ext4  nosuid,nodev,noexec  0 2"
@@ -110,7 +111,8 @@ def test_sysctl_render_and_overrides():
 def test_sshd_drop_in_and_algorithms():
     text = os_logic.render_sshd({"PermitRootLogin": "no", "X11Forwarding": False, "AllowGroups": [],
                                  "Ciphers": ["aes256-gcm@openssh.com", "aes128-ctr"], "MaxAuthTries": 3}, "h")
-    assert text == "# h\nPermitRootLogin no\nX11Forwarding no\nCiphers aes256-gcm@openssh.com,aes128-ctr\nMaxAuthTries 3\n"
+    assert text == ("# h\nPermitRootLogin no\nX11Forwarding no\nCiphers aes256-gcm@openssh.com,aes128-ctr\n"
+                    "MaxAuthTries 3\n")
     assert os_logic.supported_algorithms(["mlkem768x25519-sha256", "curve25519-sha256"],
                                          {"curve25519-sha256", "ecdh-sha2-nistp256"}) == ["curve25519-sha256"]
     assert os_logic.parse_sshd_t("port 22\nHostKey /a\nhostkey /b\n") == {"port": "22", "hostkey": "/a /b"}
