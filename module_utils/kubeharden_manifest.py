@@ -23,6 +23,7 @@ FLAG_FACTS: dict[str, dict[str, dict[str, str]]] = {
         "basic-auth-file": {"removed": "1.19"}, "kubelet-https": {"removed": "1.22"},
         "service-account-api-audiences": {"removed": "1.25"}, "authentication-config": {"added": "1.30"},
         "authorization-config": {"added": "1.30"}, "service-account-extend-token-expiration": {"added": "1.20"},
+        "encryption-provider-config-automatic-reload": {"added": "1.26"},
     },
     "kube-controller-manager": {"port": {"removed": "1.24"}, "address": {"removed": "1.24"}},
     "kube-scheduler": {"port": {"removed": "1.23"}, "address": {"removed": "1.24"}},

@@ -4,6 +4,11 @@ import base64
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))  # not a package
+from lab_audit import audit_statuses
 
 ETCDCTL = ("etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt "
            "--command-timeout=5s")
@@ -49,12 +54,8 @@ def test_encryption_configuration_is_identical_and_root_only(host):
 
 
 def test_audit_passes_etcd_tls_and_encryption_controls():
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    result = subprocess.run(["kubeharden", "audit", "-i", inventory, "--controls", "2,KH-ETCD", "--format", "json"],
-                            capture_output=True, text=True, check=False)
-    report = json.loads(result.stdout)
-    assert result.returncode == 0, result.stdout
-    for node, data in report["nodes"].items():
-        statuses = {r["id"]: r["status"] for r in data["results"]}
-        assert {"2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "KH-ETCD-1"} <= {c for c, s in statuses.items()
-                                                                            if s == "pass"}, (node, statuses)
+    code, nodes = audit_statuses("2,KH-ETCD")
+    assert code == 0, nodes
+    for node, statuses in nodes.items():
+        passing = {cid for cid, status in statuses.items() if status == "pass"}
+        assert {"2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "KH-ETCD-1"} <= passing, (node, statuses)

@@ -1,10 +1,13 @@
 """The kubelet role's real effects on lab nodes, and the audit's verdict on them."""
 
-import json
-import os
-import subprocess
+
+import sys
+from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))  # not a package
+from lab_audit import audit_statuses
 
 
 def test_configuration_has_the_cis_settings(host):
@@ -34,12 +37,8 @@ def test_backup_of_the_original_configuration_is_outside_the_kubelet_dir(host):
 
 def test_audit_passes_every_kubelet_control():
     """Run once from the controller (testinfra runs this test per host; the first run answers for all)."""
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    result = subprocess.run(["kubeharden", "audit", "-i", inventory, "--controls", "4.1,4.2", "--format", "json"],
-                            capture_output=True, text=True, check=False)
-    report = json.loads(result.stdout)
-    assert result.returncode == 0, result.stdout
-    for node, data in report["nodes"].items():
-        statuses = {r["id"]: r["status"] for r in data["results"]}
+    code, nodes = audit_statuses("4.1,4.2")
+    assert code == 0, nodes
+    for node, statuses in nodes.items():
         assert not [cid for cid, s in statuses.items() if s in ("fail", "error")], (node, statuses)
         assert statuses["4.2.9"] == "manual"  # serving certificates need serverTLSBootstrap and an approver

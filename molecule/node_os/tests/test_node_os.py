@@ -1,6 +1,5 @@
 """The node_os role's real effects on lab nodes (Debian 12 and 13), and the audit's verdict on them."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,8 +7,11 @@ from pathlib import Path
 
 import yaml
 
+# module_utils and molecule/shared are not packages.
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "module_utils"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 import kubeharden_os
+from lab_audit import audit_statuses
 
 
 def sshd_effective(host) -> dict:
@@ -116,12 +118,8 @@ def test_aide_ignores_kubernetes_churn(host):
 
 def test_audit_passes_every_node_os_control():
     """Run once from the controller (testinfra runs this test per host; the first run answers for all)."""
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    result = subprocess.run(["kubeharden", "audit", "-i", inventory, "--controls", "KH-OS", "--format", "json"],
-                            capture_output=True, text=True, check=False)
-    report = json.loads(result.stdout)
-    assert result.returncode == 0, result.stdout
-    for node, data in report["nodes"].items():
-        statuses = {r["id"]: r["status"] for r in data["results"]}
+    code, nodes = audit_statuses("KH-OS")
+    assert code == 0, nodes
+    for node, statuses in nodes.items():
         assert not [cid for cid, s in statuses.items() if s in ("fail", "error")], (node, statuses)
         assert statuses["KH-OS-6.11"] == "not_applicable"  # auditd cannot run in a container: reported, not faked
