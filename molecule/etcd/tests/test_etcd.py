@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))  # not a package
@@ -31,11 +32,12 @@ def test_members_still_form_a_quorum(host):
 
 
 def read_on(node: str, path: str) -> bytes:
-    """A root-only file of another node, read through Ansible from the controller (base64: any output format)."""
-    out = subprocess.run(["ansible", "-i", os.environ["MOLECULE_INVENTORY_FILE"], node, "-b", "-m",
-                          "ansible.builtin.command", "-a", f"base64 -w0 {path}"],
-                         capture_output=True, text=True, check=True).stdout
-    return base64.b64decode(out.strip().splitlines()[-1])
+    """A root-only file of another node, read through Ansible from the controller (its --tree result file)."""
+    with tempfile.TemporaryDirectory() as tree:
+        subprocess.run(["ansible", "-i", os.environ["MOLECULE_INVENTORY_FILE"], node, "-b", "-m",
+                        "ansible.builtin.slurp", "-a", f"src={path}", "--tree", tree],
+                       capture_output=True, text=True, check=True)
+        return base64.b64decode(json.loads(Path(tree, node).read_text())["content"])
 
 
 def test_members_were_restarted_one_after_the_other():
