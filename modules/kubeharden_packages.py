@@ -30,6 +30,11 @@ options:
     description: Run apt-get update first when something has to be installed.
     type: bool
     default: false
+  install_recommends:
+    description: Also install recommended packages (a mail server for AIDE's reports, for example). Off: a
+      node gets what it needs and nothing more, and installs faster.
+    type: bool
+    default: false
 author:
   - kubeharden
 """
@@ -87,6 +92,7 @@ def main() -> None:
             "present": {"type": "list", "elements": "str", "default": []},
             "absent": {"type": "list", "elements": "str", "default": []},
             "update_cache": {"type": "bool", "default": False},
+            "install_recommends": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -108,7 +114,8 @@ def main() -> None:
             if install:
                 if p["update_cache"]:
                     apt_get(module, "update")
-                apt_get(module, "install", *install)
+                recommends = [] if p["install_recommends"] else ["--no-install-recommends"]
+                apt_get(module, "install", *recommends, *install)
             if purge:
                 apt_get(module, "purge", *purge)
     module.exit_json(**result)

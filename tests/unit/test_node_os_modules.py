@@ -167,3 +167,15 @@ def test_packages_reads_dpkg_and_refuses_bad_names():
     both = run_module("kubeharden_packages", {"present": ["dpkg"], "absent": ["dpkg"]})
     assert both["failed"] and "present and absent" in both["msg"]
     assert os.path.exists("/var/lib/dpkg/status")
+
+
+def test_services_refuses_bad_entries_before_touching_any_unit():
+    bad = run_module("kubeharden_services", {"units": [{"name": "ssh.service", "state": "running"}]})
+    assert bad["failed"] and "started|stopped|restarted" in bad["msg"]
+    nameless = run_module("kubeharden_services", {"units": [{"enabled": True}]})
+    assert nameless["failed"] and "name" in nameless["msg"]
+
+
+def test_etcd_encryption_reads_only_over_tls():
+    plain = run_module("kubeharden_etcd_encryption", {"endpoint": "http://127.0.0.1:2379"})
+    assert plain["failed"] and "must be https://" in plain["msg"]
