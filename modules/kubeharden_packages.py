@@ -104,8 +104,8 @@ def main() -> None:
                              f"{' listed as present and absent: ' + ', '.join(both) if both else ''}")
     states = package_states()
     install = [name for name in dict.fromkeys(p["present"]) if not states.get(name, "").startswith("ii")]
-    purge = [name for name in dict.fromkeys(p["absent"]) if name in states and states[name][1:2] in "icu"
-             and states[name] != "un"]
+    # The second letter of dpkg's status is the current state: installed, config-files left, unpacked.
+    purge = [name for name in dict.fromkeys(p["absent"]) if states.get(name, "")[1:2] in ("i", "c", "u")]
     result = {"changed": bool(install or purge), "installed": install, "purged": purge}
     if result["changed"]:
         result["diff"] = {"before": "".join(f"{n} {states.get(n, 'not installed')}\n" for n in install + purge),
