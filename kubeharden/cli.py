@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--etcd", choices=ETCD_TOPOLOGIES,
                     help="etcd as kubeadm's static pod (default) or as a host systemd service")
     up.add_argument("--debian", choices=("12", "13"), help="Debian release of the nodes (default: 12)")
+    up.add_argument("--cert-days", type=int,
+                    help="validity of the nodes' leaf certificates in days (default: 365, as kubeadm)")
     down = lab_commands.add_parser("down", help="remove the lab's nodes, network and generated inventory")
     _lab_arguments(down)
     status = lab_commands.add_parser("status", help="show the lab's nodes")
@@ -98,7 +100,7 @@ def run_lab(args: argparse.Namespace) -> int:
         current = lab.state()
         base = asdict(current.topology if current else Topology())
         asked = {"control_planes": args.control_planes, "workers": args.workers, "etcd": args.etcd,
-                 "debian": args.debian}
+                 "debian": args.debian, "cert_days": args.cert_days}
         state = lab.up(Topology(**{**base, **{k: v for k, v in asked.items() if v is not None}}))
         print(f"lab {state.name!r} is up; try: ansible -i {lab.inventory_path} all -m ping")
         _print_status(lab.status())

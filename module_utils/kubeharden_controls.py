@@ -7,7 +7,6 @@ actual and expected values and where the actual one came from, so a failure expl
 
 from __future__ import annotations
 
-import base64
 import functools
 import glob
 import os
@@ -16,9 +15,11 @@ import re
 try:
     from ansible.module_utils import kubeharden_encryption as encryption
     from ansible.module_utils import kubeharden_node as node
+    from ansible.module_utils import kubeharden_pki as pki
 except ImportError:  # imported directly by unit tests and the benchmark
     import kubeharden_encryption as encryption
     import kubeharden_node as node
+    import kubeharden_pki as pki
 
 PASS, FAIL, MANUAL, NOT_APPLICABLE, ERROR = "pass", "fail", "manual", "not_applicable", "error"
 
@@ -439,62 +440,42 @@ def read_etcd_encryption(check: dict, state: Node) -> Observation:
                        + (", ".join(f"{count} {kind}" for kind, count in counts.items()) or "no values"))
 
 
-CERTIFICATE_GLOBS = ("/etc/kubernetes/pki/*.crt", "/etc/kubernetes/pki/etcd/*.crt", "/etc/etcd/pki/*.crt",
-                     "/var/lib/kubelet/pki/*.crt", "/var/lib/kubelet/pki/kubelet-client-current.pem")
-
-
 def certificate_inventory() -> list[dict]:
-    """Every certificate file of the node, plus client certificates embedded in its kubeconfigs."""
-    sources: list[tuple[str, str | None]] = []
-    for pattern in CERTIFICATE_GLOBS:
-        sources.extend((path, None) for path in sorted(glob.glob(pattern)))
-    for path in sorted(glob.glob("/etc/kubernetes/*.conf")):
-        try:
-            config = node.load_yaml(path) or {}
-        except node.ReadError:
-            continue
-        for user in config.get("users") or []:
-            data = (user.get("user") or {}).get("client-certificate-data")
-            if data:
-                sources.append((f"{path} (user {user.get('name')})", base64.b64decode(data).decode()))
-    inventory = []
-    for name, pem in sources:
-        argv = ["openssl", "x509", "-noout", "-enddate", "-text"] + ([] if pem else ["-in", name])
-        result = node.run(argv, stdin=pem)
-        if result.returncode != 0:
-            inventory.append({"name": name, "error": result.stderr.strip() or "not a certificate"})
-            continue
-        text = result.stdout
-        end = re.search(r"notAfter=(.+)", text)
-        bits = re.search(r"Public-Key: \((\d+) bit\)", text)
-        signature = re.search(r"Signature Algorithm: (\S+)", text)
-        inventory.append({"name": name, "not_after": end.group(1).strip() if end else None,
-                          "key_bits": int(bits.group(1)) if bits else None,
-                          "key_type": "EC" if "id-ecPublicKey" in text else "RSA" if "rsaEncryption" in text
-                          else "other", "signature": signature.group(1) if signature else None})
-    return inventory
+    """Every certificate of the node (kubeadm and etcd PKI, kubeconfig clients, the kubelet's), described."""
+    import datetime as dt
+
+    items = pki.collect(node.load_yaml)
+    cas = [item for item in items if item.cert is not None and item.cert.is_ca]
+    now = dt.datetime.now(dt.UTC)
+    return [pki.describe(item, cas, now) for item in items]
+
+
+def _certificate_offence(check: dict, cert: dict) -> str | None:
+    aspect = check["aspect"]
+    if aspect == "expiry" and cert["days_left"] < int(check["days"]):
+        return f"{cert['days_left']} days left"
+    weak = pki.weaknesses(cert["key_type"], cert["key_bits"], cert["signature_algorithm"])
+    if aspect == "key_strength" and any(w.startswith("weak key") for w in weak):
+        return f"{cert['key_type']} {cert['key_bits']} bits"
+    if aspect == "signature" and any(w.startswith("weak signature") for w in weak):
+        return cert["signature_algorithm"]
+    if aspect == "chain":
+        if cert["chain"] not in ("ok", "issuer not on this node"):
+            return f"chain {cert['chain']}"
+        if cert.get("key_matches") is False:
+            return f"does not match its key {cert.get('key_path', cert['path'])}"
+    return None
 
 
 def read_certificates(check: dict, state: Node) -> Observation:
-    import datetime as dt
-
     certificates = state.certificates
     if not certificates:
         raise node.NotApplicable("no certificates on this node")
     offenders = [f"{c['name']}: {c['error']}" for c in certificates if "error" in c]
-    now = dt.datetime.now(dt.UTC)
     for cert in (c for c in certificates if "error" not in c):
-        if check["aspect"] == "expiry":
-            not_after = dt.datetime.strptime(cert["not_after"], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC)
-            days = (not_after - now).days
-            if days < int(check["days"]):
-                offenders.append(f"{cert['name']}: {days} days left")
-        elif check["aspect"] == "key_strength":
-            minimum = 2048 if cert["key_type"] == "RSA" else 256
-            if cert["key_bits"] is None or cert["key_bits"] < minimum:
-                offenders.append(f"{cert['name']}: {cert['key_type']} {cert['key_bits']} bits")
-        elif check["aspect"] == "signature" and re.search(r"sha1|md5", cert["signature"] or "", re.IGNORECASE):
-            offenders.append(f"{cert['name']}: {cert['signature']}")
+        offence = _certificate_offence(check, cert)
+        if offence:
+            offenders.append(f"{cert['name']}: {offence}")
     return Observation(offenders, f"{len(certificates)} certificates" + (f"; {'; '.join(offenders[:5])}"
                                                                          if offenders else ""))
 

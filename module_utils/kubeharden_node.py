@@ -111,6 +111,17 @@ def find_processes(name: str) -> list[tuple[int, list[str]]]:
     return sorted(found)
 
 
+def process_started(pid: int) -> float | None:
+    """When a process started, in seconds since the epoch (None when it is gone)."""
+    try:
+        stat_fields = read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in read_text("/proc/stat").splitlines()
+                    if line.startswith("btime "))
+    except (OSError, ReadError, IndexError, StopIteration, ValueError):
+        return None
+    return boot + int(stat_fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def process_environ(pid: int) -> dict[str, str]:
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:

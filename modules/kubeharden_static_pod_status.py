@@ -18,6 +18,12 @@ options:
     description: The static pod manifest.
     type: path
     required: true
+  started_after_manifest:
+    description:
+      - Also require that the process started after the manifest was last written. After a change that keeps
+        the flags (an annotation that asks for a restart), this is what tells the new process from the old.
+    type: bool
+    default: false
 author:
   - kubeharden
 """
@@ -51,11 +57,20 @@ differences:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_node import NotApplicable, ReadError, find_processes, load_yaml, parse_flags
+from ansible.module_utils.kubeharden_node import (
+    NotApplicable,
+    ReadError,
+    find_processes,
+    load_yaml,
+    parse_flags,
+    process_started,
+)
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True}}, supports_check_mode=True)
+    module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True},
+                                          "started_after_manifest": {"type": "bool", "default": False}},
+                           supports_check_mode=True)
     path = module.params["path"]
     try:
         pod = load_yaml(path)
@@ -66,6 +81,9 @@ def main() -> None:
         module.fail_json(msg=f"{path} is not a readable static Pod manifest: {exc}")
     wanted = parse_flags(command[1:])
     running = find_processes(os.path.basename(command[0])[:15])  # /proc/PID/comm keeps 15 characters
+    if module.params["started_after_manifest"]:
+        written = os.stat(path).st_mtime - 1  # clock ticks round the start time down
+        running = [(pid, argv) for pid, argv in running if (process_started(pid) or 0) >= written]
     best: dict = {"(no process)": "not running"} if not running else {}
     for _, argv in running:
         actual = parse_flags(argv[1:])

@@ -53,6 +53,7 @@ class Topology:
     workers: int = 1
     etcd: str = "static"
     debian: str = "12"
+    cert_days: int = 365  # validity of the leaf certificates (shorter ones exercise renewal)
 
     def validate(self) -> None:
         if self.control_planes not in (1, 3, 5):
@@ -61,6 +62,8 @@ class Topology:
             raise LabError(f"--workers must be between 0 and 20, not {self.workers}")
         if self.etcd not in ETCD_TOPOLOGIES:
             raise LabError(f"--etcd must be one of {', '.join(ETCD_TOPOLOGIES)}, not {self.etcd!r}")
+        if not 1 <= self.cert_days <= 365:
+            raise LabError(f"--cert-days must be between 1 and 365, not {self.cert_days}")
         ImageSpec(self.debian).suite  # noqa: B018 - raises for an unknown release
 
     def node_names(self) -> list[tuple[str, str]]:
@@ -229,12 +232,13 @@ class Lab:
         members = [kubeadm.Member(n.name, n.ip) for n in control_planes]
         api_server = f"https://{control_planes[0].ip}:6443"
         host_etcd = topology.etcd == "host"
+        validity = dt.timedelta(days=topology.cert_days)
         for node in state.nodes:
             if node.role == "control-plane":
                 layout = kubeadm.control_plane_layout(cas, kubeadm.Member(node.name, node.ip), members, now,
-                                                      host_etcd=host_etcd)
+                                                      host_etcd=host_etcd, leaf_validity=validity)
             else:
-                layout = kubeadm.worker_layout(cas, node.name, node.ip, api_server, now)
+                layout = kubeadm.worker_layout(cas, node.name, node.ip, api_server, now, leaf_validity=validity)
             layout.file(MARKER, json.dumps({"lab": self.name, "node": node.name, "role": node.role}) + "\n", 0o644)
             ssh_dir = f"/home/{LAB_ADMIN_USER}/.ssh"
             layout.directory(ssh_dir, 0o700, LAB_ADMIN_USER, LAB_ADMIN_USER)
