@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
 from kubeharden.lab.lab import Lab, Topology
-from tests.conftest import require_lab
+from tests.conftest import ROOT, require_lab
+
+
+def playbook(lab, name: str, *extra: str) -> subprocess.CompletedProcess:
+    """Run playbooks/<name> on the lab's inventory."""
+    return subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path), str(ROOT / "playbooks" / name), *extra],
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
 
 
 def _lab(tmp_path_factory, name: str, topology: Topology):

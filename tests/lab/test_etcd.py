@@ -13,7 +13,7 @@ import yaml
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology, etcdctl
 from tests.conftest import ROOT
-from tests.lab.conftest import _lab
+from tests.lab.conftest import _lab, playbook
 
 CONFIG = "/etc/kubernetes/enc/encryption-config.yaml"
 STATE = "/etc/kubernetes/enc/rotation-state.json"
@@ -22,12 +22,6 @@ STATE = "/etc/kubernetes/enc/rotation-state.json"
 @pytest.fixture(scope="module")
 def etcd_lab(tmp_path_factory):
     yield from _lab(tmp_path_factory, "pytest-etcd", Topology(control_planes=1, workers=0))
-
-
-def playbook(lab, name: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path), str(ROOT / "playbooks" / name), *extra],
-                          capture_output=True, text=True, check=False,
-                          env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
 
 
 def module(lab, name: str, args: dict) -> dict:

@@ -18,9 +18,10 @@ from kubeharden.lab import kubeadm, pki
 from tests.conftest import ROOT, run_module
 
 sys.path.insert(0, str(ROOT / "module_utils"))
-import kubeharden_pki as node_pki  # noqa: E402 - the node-side code, imported as the module ships it
+import kubeharden_pki as node_pki
 
 NOW = dt.datetime.now(dt.UTC)
+CORRUPT = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
 
 
 def write_layout(root: Path, layout: kubeadm.NodeLayout) -> None:
@@ -79,7 +80,7 @@ def test_the_parser_reads_what_cryptography_reads(tmp_path):
             if any(isinstance(e.value, x509.SubjectAlternativeName) for e in expected.extensions) else []
         assert parsed.sans == [f"DNS:{n.value}" if isinstance(n, x509.DNSName) else f"IP:{n.value}" for n in sans]
         assert parsed.is_ca == expected.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    with pytest.raises(ValueError, match="not an X.509 certificate"):
+    with pytest.raises(ValueError, match=r"not an X\.509 certificate"):
         node_pki.parse_certificate(b"\x30\x03\x02\x01\x01")
 
 
@@ -119,8 +120,8 @@ def test_renewal_keeps_identity_renews_due_leaves_only_and_is_idempotent(tmp_pat
         assert (new.not_valid_after_utc - NOW).days >= 364
     for ca in ("ca.crt", "front-proxy-ca.crt", "etcd/ca.crt", "sa.pub"):  # CAs and the SA key untouched
         assert (pki_dir / ca).read_bytes() == before[pki_dir / ca]
-    verify = subprocess.run(["openssl", "verify", "-CAfile", str(pki_dir / "etcd/ca.crt"), str(pki_dir / "etcd/peer.crt")],
-                            capture_output=True, text=True, check=False)
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(pki_dir / "etcd/ca.crt"),
+                             str(pki_dir / "etcd/peer.crt")], capture_output=True, text=True, check=False)
     assert verify.returncode == 0, verify.stderr
     assert oct((pki_dir / "apiserver.key").stat().st_mode & 0o777) == "0o600"
     assert set(done["restart"]) == {"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler"}
@@ -158,7 +159,7 @@ def test_a_weak_key_is_replaced_even_when_not_due(tmp_path):
 def test_a_corrupt_certificate_stops_every_renewal_and_is_named(tmp_path):
     args = {**node(tmp_path, validity_days=10), "renew": True}
     pki_dir = Path(args["pki_dir"])
-    (pki_dir / "apiserver-kubelet-client.crt").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    (pki_dir / "apiserver-kubelet-client.crt").write_text(CORRUPT)
     before = snapshot(pki_dir)
     result = run_module("kubeharden_pki", args)
     assert result["failed"] and f"{pki_dir}/apiserver-kubelet-client.crt: not an X.509 certificate" in result["msg"]

@@ -1,0 +1,141 @@
+"""Certificate renewal on a lab whose leaf certificates expire in 10 days: three control-plane nodes running a
+real etcd cluster (renewed server and peer certificates must keep it serving) and a worker."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from kubeharden.lab import docker
+from kubeharden.lab.lab import Topology, etcdctl
+from tests.lab.conftest import _lab, playbook
+
+CONTROL_PLANES = ("cp1", "cp2", "cp3")
+PKI = "/etc/kubernetes/pki"
+LEAVES = ("apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client", "etcd/server",
+          "etcd/peer", "etcd/healthcheck-client")
+
+
+@pytest.fixture(scope="module")
+def pki_lab(tmp_path_factory):
+    yield from _lab(tmp_path_factory, "pytest-pki", Topology(control_planes=3, workers=1, cert_days=10))
+
+
+def sh(lab, node: str, script: str) -> str:
+    done = docker.exec_(lab.container(node), "sh", "-c", script)
+    assert done.returncode == 0, f"{script}: {done.stderr}"
+    return done.stdout
+
+
+def describe(lab, node: str, path: str) -> dict:
+    """What must survive a renewal (subject, issuer, extensions but key identifiers) and the end date."""
+    text = sh(lab, node, f"openssl x509 -in {path} -noout -subject -issuer -enddate -ext "
+                         "subjectAltName,keyUsage,extendedKeyUsage,basicConstraints -nameopt RFC2253")
+    end = next(line for line in text.splitlines() if line.startswith("notAfter="))
+    seconds = int(sh(lab, node, f"date -d '{end.split('=', 1)[1]}' +%s"))
+    blocks: list[str] = []  # one per field or extension; extensions may come in another order
+    for line in text.replace(end, "").splitlines():
+        if line.startswith(" ") and blocks:
+            blocks[-1] += line.strip()
+        elif line:
+            blocks.append(line)
+    return {"identity": sorted(blocks), "days_left": (seconds - time.time()) / 86400}
+
+
+def served_end(lab, node: str, port: int) -> float:
+    """Days left on the certificate etcd serves on `port` (2379 clients, 2380 peers)."""
+    client = "healthcheck-client" if port == 2379 else "peer"
+    address = next(n.ip for n in lab.state().nodes if n.name == node)  # peers listen on the node's address only
+    end = sh(lab, node, f"echo | openssl s_client -connect {address}:{port} -cert {PKI}/etcd/{client}.crt "
+                        f"-key {PKI}/etcd/{client}.key 2>/dev/null | openssl x509 -noout -enddate")
+    return (int(sh(lab, node, f"date -d '{end.strip().split('=', 1)[1]}' +%s")) - time.time()) / 86400
+
+
+def snapshot(lab, node: str) -> str:
+    return sh(lab, node, f"find {PKI} /etc/kubernetes/*.conf -type f | sort | xargs sha256sum")
+
+
+def etcd_started(lab, node: str) -> float:
+    return json.loads(sh(lab, node, "cat /run/kubeharden-lab/etcd.json"))["started_at"]
+
+
+def test_check_mode_lists_due_certificates_and_changes_nothing(pki_lab):
+    before = {n: snapshot(pki_lab, n) for n in CONTROL_PLANES}
+    done = playbook(pki_lab, "pki.yml", "--check", "--diff")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert f"{PKI}/etcd/peer.crt: renewed (9 days left)" in done.stdout
+    assert {n: snapshot(pki_lab, n) for n in CONTROL_PLANES} == before
+
+
+def test_due_certificates_are_renewed_and_etcd_serves_them(pki_lab):
+    before = {(n, leaf): describe(pki_lab, n, f"{PKI}/{leaf}.crt") for n in CONTROL_PLANES for leaf in LEAVES}
+    started = {n: etcd_started(pki_lab, n) for n in CONTROL_PLANES}
+    done = playbook(pki_lab, "pki.yml")
+    assert done.returncode == 0, done.stdout[-3000:]
+    for node in CONTROL_PLANES:
+        for leaf in LEAVES:
+            after = describe(pki_lab, node, f"{PKI}/{leaf}.crt")
+            assert after["identity"] == before[(node, leaf)]["identity"], f"{node} {leaf}"
+            assert after["days_left"] > 360 > 10 > before[(node, leaf)]["days_left"]
+        ca = {leaf: f"{PKI}/etcd/ca.crt" if leaf.startswith("etcd") or leaf == "apiserver-etcd-client"
+              else f"{PKI}/front-proxy-ca.crt" if leaf == "front-proxy-client" else f"{PKI}/ca.crt" for leaf in LEAVES}
+        for leaf in LEAVES:
+            sh(pki_lab, node, f"openssl verify -CAfile {ca[leaf]} {PKI}/{leaf}.crt")
+        sh(pki_lab, node, "base64 -d <<EOF | openssl verify -CAfile /etc/kubernetes/pki/ca.crt\n"
+                          + sh(pki_lab, node, "awk '/client-certificate-data/ {print $2}' /etc/kubernetes/admin.conf")
+                          + "EOF")
+        assert served_end(pki_lab, node, 2379) > 360 and served_end(pki_lab, node, 2380) > 360
+    # One member at a time, in play order: each restart came after the previous member's.
+    restarted = [etcd_started(pki_lab, n) for n in CONTROL_PLANES]
+    assert all(restarted[i] > started[n] for i, n in enumerate(CONTROL_PLANES)) and restarted == sorted(restarted)
+    health = etcdctl(pki_lab.container("cp1"), "endpoint", "health", "--cluster")
+    assert health.returncode == 0 and (health.stdout + health.stderr).count("is healthy") == 3, health.stderr
+    # The kubelet's own client certificate (it rotates it) and the worker are left alone.
+    assert describe(pki_lab, "w1", "/var/lib/kubelet/pki/kubelet-client-current.pem")["days_left"] < 10
+
+
+def test_a_second_run_renews_nothing(pki_lab):
+    before = {n: snapshot(pki_lab, n) for n in CONTROL_PLANES}
+    done = playbook(pki_lab, "pki.yml")
+    assert done.returncode == 0 and "changed=0" in done.stdout and "changed=1" not in done.stdout, done.stdout[-2000:]
+    assert {n: snapshot(pki_lab, n) for n in CONTROL_PLANES} == before
+
+
+def test_a_corrupt_certificate_is_named_and_nothing_is_renewed(pki_lab):
+    sh(pki_lab, "cp1", f"cp {PKI}/front-proxy-client.crt /root/fp.crt && "
+                       f"printf -- '-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n' "
+                       f"> {PKI}/front-proxy-client.crt")
+    try:
+        before = snapshot(pki_lab, "cp1")
+        # Everything is due with a 400-day threshold: only the corrupt file may stop the renewal.
+        done = playbook(pki_lab, "pki.yml", "--limit", "cp1", "-e", "pki_renew_before_days=400 pki_validity_days=730")
+        assert done.returncode != 0
+        assert f"{PKI}/front-proxy-client.crt: not an X.509 certificate" in done.stdout
+        assert snapshot(pki_lab, "cp1") == before
+    finally:
+        sh(pki_lab, "cp1", f"mv /root/fp.crt {PKI}/front-proxy-client.crt")
+
+
+def test_a_missing_ca_key_is_a_clear_error(pki_lab):
+    sh(pki_lab, "cp2", f"mv {PKI}/front-proxy-ca.key /root/")
+    try:
+        before = snapshot(pki_lab, "cp2")
+        done = playbook(pki_lab, "pki.yml", "--limit", "cp2", "-e", "pki_renew_before_days=400 pki_validity_days=730")
+        assert done.returncode != 0
+        assert f"the key of its CA {PKI}/front-proxy-ca.crt is missing ({PKI}/front-proxy-ca.key)" in done.stdout
+        assert snapshot(pki_lab, "cp2") == before
+    finally:
+        sh(pki_lab, "cp2", f"mv /root/front-proxy-ca.key {PKI}/")
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("pki_renew_before_days", "400", "pki_renew_before_days (400) must be at least 0 and below pki_validity_days"),
+    ("pki_key_type", "rsa-1024", "pki_key_type"),
+])
+def test_bad_variables_fail_before_any_change(pki_lab, variable, value, message):
+    before = snapshot(pki_lab, "cp3")
+    done = playbook(pki_lab, "pki.yml", "--limit", "cp3", "-e", f"{variable}={value}")
+    assert done.returncode != 0 and message in done.stdout, done.stdout[-2000:]
+    assert snapshot(pki_lab, "cp3") == before
