@@ -4,12 +4,15 @@ real etcd cluster (renewed server and peer certificates must keep it serving) an
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 
 import pytest
 
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology, etcdctl
+from tests.conftest import ROOT
 from tests.lab.conftest import _lab, playbook
 
 CONTROL_PLANES = ("cp1", "cp2", "cp3")
@@ -139,3 +142,54 @@ def test_bad_variables_fail_before_any_change(pki_lab, variable, value, message)
     done = playbook(pki_lab, "pki.yml", "--limit", "cp3", "-e", f"{variable}={value}")
     assert done.returncode != 0 and message in done.stdout, done.stdout[-2000:]
     assert snapshot(pki_lab, "cp3") == before
+
+
+def public_keys(lab, node: str) -> list[str]:
+    """Digests of the public keys in sa.pub, and (last) of the signing key's public key."""
+    return sh(lab, node, f"cd {PKI} && awk '/BEGIN/ {{n++}} {{print > (\"/tmp/sa-pub\" n)}}' sa.pub && "
+                         "for f in /tmp/sa-pub*; do openssl pkey -pubin -in $f -outform DER | sha256sum; done; "
+                         "rm -f /tmp/sa-pub*; openssl pkey -in sa.key -pubout -outform DER | sha256sum").split()[::2]
+
+
+def test_service_account_key_rotation_overlaps_and_waits_out_the_grace_period(pki_lab):
+    old = public_keys(pki_lab, "cp1")
+    assert len(old) == 2 and old[0] == old[1]  # kubeadm: one public key, the signing key's
+    done = playbook(pki_lab, "rotate-service-account-key.yml")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "the old public key stays trusted until" in done.stdout
+    keys = {n: public_keys(pki_lab, n) for n in CONTROL_PLANES}
+    assert all(k == keys["cp1"] for k in keys.values())  # the same keys on every node
+    published_old, published_new, signing = keys["cp1"]
+    assert published_old == old[0] and signing == published_new != published_old
+    for node in CONTROL_PLANES:  # every apiserver and controller-manager was asked to restart
+        for component in ("kube-apiserver", "kube-controller-manager"):
+            manifest = sh(pki_lab, node, f"cat /etc/kubernetes/manifests/{component}.yaml")
+            assert f"kubeharden.io/service-account-signing-key: {signing[:16]}" in manifest
+        assert "sa-next.key" not in sh(pki_lab, node, f"ls {PKI}")
+    # Within the grace period the old key stays; after it, only the signing key is left.
+    again = playbook(pki_lab, "rotate-service-account-key.yml")
+    assert again.returncode == 0 and "changed=0" in again.stdout and public_keys(pki_lab, "cp2") == keys["cp2"]
+    done = playbook(pki_lab, "rotate-service-account-key.yml", "-e", "pki_service_account_grace_hours=0")
+    assert done.returncode == 0, done.stdout[-3000:]
+    for node in CONTROL_PLANES:
+        assert public_keys(pki_lab, node) == [signing, signing]
+        assert "sa-rotation-state.json" not in sh(pki_lab, node, "ls /etc/kubernetes")
+    assert "BEGIN" not in done.stdout.split("PLAY RECAP")[0].replace("BEGIN PUBLIC", "")  # no key in the output
+
+
+def test_service_account_rotation_keeps_tokens_valid_on_a_real_cluster():
+    inventory = os.environ.get("KUBEHARDEN_REAL_CLUSTER_INVENTORY")
+    if not inventory:
+        pytest.skip("token verification needs a real kube-apiserver, which the lab does not have; set "
+                    "KUBEHARDEN_REAL_CLUSTER_INVENTORY to the inventory of a disposable kubeadm cluster to run it")
+    kubectl = ["kubectl", "--kubeconfig", os.environ.get("KUBECONFIG", os.path.expanduser("~/.kube/config"))]
+    old_token = subprocess.run([*kubectl, "create", "token", "default"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    rotate = ["ansible-playbook", "-i", inventory, str(ROOT / "playbooks/rotate-service-account-key.yml")]
+    assert subprocess.run(rotate, check=False).returncode == 0
+    assert subprocess.run([*kubectl, "--token", old_token, "auth", "whoami"], check=False).returncode == 0
+    assert subprocess.run([*rotate, "-e", "pki_service_account_grace_hours=0"], check=False).returncode == 0
+    assert subprocess.run([*kubectl, "--token", old_token, "auth", "whoami"], check=False).returncode != 0
+    new_token = subprocess.run([*kubectl, "create", "token", "default"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    assert subprocess.run([*kubectl, "--token", new_token, "auth", "whoami"], check=False).returncode == 0

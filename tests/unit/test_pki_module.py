@@ -181,3 +181,36 @@ def test_a_missing_ca_key_is_a_clear_error(tmp_path):
 def test_bad_threshold_is_refused(tmp_path):
     result = run_module("kubeharden_pki", {**node(tmp_path), "renew_before_days": 400})
     assert result["failed"] and "renew_before_days (400)" in result["msg"]
+
+
+def test_service_account_steps_refuse_to_run_out_of_order(tmp_path):
+    args = node(tmp_path)
+    pki_dir = Path(args["pki_dir"])
+    original = snapshot(pki_dir)
+    sa = {"pki_dir": args["pki_dir"], "backup_dir": args["backup_dir"]}
+
+    def step(name: str, **extra) -> dict:
+        return run_module("kubeharden_service_account_keys", {**sa, "step": name, **extra})
+
+    status = step("status")
+    assert status["changed"] is False and status["published"] == [status["signing"]] and status["next"] is None
+    assert "run the stage step first" in step("publish")["msg"]
+    assert "nothing to switch to" in step("switch")["msg"]
+    current = (pki_dir / "sa.key").read_text()
+    assert "next_key is the current signing key" in step("stage", next_key=current)["msg"]
+    assert snapshot(pki_dir) == original
+    staged = step("stage")
+    assert staged["changed"] and staged["next"] not in (None, staged["signing"])
+    assert step("stage")["changed"] is False
+    assert "run the switch step before retiring" in step("retire")["msg"]
+    assert "run the publish step first" in step("switch")["msg"]
+    published = step("publish")
+    assert published["published"] == [staged["signing"], staged["next"]] and step("publish")["changed"] is False
+    switched = step("switch")
+    assert switched["signing"] == staged["next"] and switched["published"] == published["published"]
+    assert not (pki_dir / "sa-next.key").exists() and step("switch")["changed"] is False
+    retired = step("retire")
+    assert retired["published"] == [staged["next"]] and step("retire")["changed"] is False
+    assert oct((pki_dir / "sa.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((pki_dir / "sa.pub").stat().st_mode & 0o777) == "0o644"
+    assert len(list(Path(args["backup_dir"]).rglob("sa.key.*"))) == 1
