@@ -28,6 +28,7 @@ class AuditReport:
     controls: dict[str, dict]
     results: dict[str, list[dict]] = field(default_factory=dict)  # node -> results
     host_errors: dict[str, str] = field(default_factory=dict)  # node -> why it could not be audited
+    certificates: dict[str, list[dict]] = field(default_factory=dict)  # node -> certificates with days left
 
     def failing(self, fail_on: str = "low") -> dict[str, list[dict]]:
         threshold = SEVERITY_RANK[fail_on]
@@ -88,6 +89,7 @@ def run_audit(inventory: str, limit: str | None = None, include: list[str] | Non
                 report.host_errors[host] = f"{data.get('task')}: {data.get('res', {}).get('msg', 'failed')}"
             elif event["event"] == "runner_on_ok" and data.get("task") == AUDIT_TASK:
                 report.results[host] = data["res"]["results"]
+                report.certificates[host] = data["res"].get("certificates", [])
         if runner.rc != 0 and not report.host_errors:
             report.host_errors["(play)"] = f"ansible-playbook exited with {runner.rc}: {runner.stdout.read()[-600:]}"
     return report
@@ -199,6 +201,13 @@ def to_prometheus(report: AuditReport) -> str:
     lines += ["# HELP kubeharden_node_audited 1 if the node could be audited.", "# TYPE kubeharden_node_audited gauge"]
     lines += [f'kubeharden_node_audited{{node="{_label(n)}"}} 1' for n in sorted(report.results)]
     lines += [f'kubeharden_node_audited{{node="{_label(n)}"}} 0' for n in sorted(report.host_errors)]
+    lines += ["# HELP kubeharden_certificate_expiry_days Days until the certificate expires (negative: expired).",
+              "# TYPE kubeharden_certificate_expiry_days gauge"]
+    for node, certificates in sorted(report.certificates.items()):
+        for cert in certificates:
+            lines.append(f'kubeharden_certificate_expiry_days{{node="{_label(node)}",certificate="{_label(cert["name"])}",'
+                         f'subject="{_label(cert.get("subject") or "")}",managed_by="{cert.get("managed_by", "")}"}} '
+                         f'{cert["days_left"]}')
     return "\n".join(lines) + "\n"
 
 

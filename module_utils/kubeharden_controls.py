@@ -538,7 +538,7 @@ def evaluate(control: dict, state: Node) -> dict:
     return {**result, "status": status, "actual": actual, "evidence": observation.evidence}
 
 
-def evaluate_all(controls: list[dict], node_roles: list[str]) -> list[dict]:
-    state = Node(node_roles)
+def evaluate_all(controls: list[dict], node_roles: list[str], state: Node | None = None) -> list[dict]:
+    state = state or Node(node_roles)
     return [evaluate(control, state) for control in controls
             if not control.get("node_roles") or set(control["node_roles"]) & set(node_roles)]

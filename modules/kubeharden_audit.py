@@ -59,6 +59,13 @@ results:
       actual: null
       evidence: "--profiling not set (manifest /etc/kubernetes/manifests/kube-apiserver.yaml); default true applies"
       reason: ""
+certificates:
+  description: The node's certificates with days left (when a control read them), for expiry alerts.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: /etc/kubernetes/pki/apiserver.crt, subject: /CN=kube-apiserver, days_left: 364,
+            not_after: "2027-11-28T10:06:14+00:00", managed_by: kubeharden}]
 summary:
   description: Count of results by status (pass, fail, manual, not_applicable, error).
   returned: always
@@ -69,7 +76,7 @@ summary:
 from collections import Counter
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_controls import READERS, evaluate_all
+from ansible.module_utils.kubeharden_controls import READERS, Node, evaluate_all
 
 
 def invalid_controls(controls: list) -> list[str]:
@@ -93,8 +100,13 @@ def main() -> None:
     problems = invalid_controls(module.params["controls"])
     if problems:
         module.fail_json(msg="invalid controls: " + "; ".join(problems))
-    results = evaluate_all(module.params["controls"], module.params["node_roles"])
-    module.exit_json(changed=False, results=results, summary=dict(Counter(r["status"] for r in results)))
+    state = Node(module.params["node_roles"])
+    results = evaluate_all(module.params["controls"], module.params["node_roles"], state)
+    # Days left per certificate, for alerts weeks ahead; read only when a control already read them.
+    certificates = [{k: c.get(k) for k in ("name", "subject", "not_after", "days_left", "managed_by")}
+                    for c in (state.certificates if "certificates" in state.__dict__ else []) if "error" not in c]
+    module.exit_json(changed=False, results=results, certificates=certificates,
+                     summary=dict(Counter(r["status"] for r in results)))
 
 
 if __name__ == "__main__":

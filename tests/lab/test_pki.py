@@ -193,3 +193,18 @@ def test_service_account_rotation_keeps_tokens_valid_on_a_real_cluster():
     new_token = subprocess.run([*kubectl, "create", "token", "default"], capture_output=True, text=True,
                                check=True).stdout.strip()
     assert subprocess.run([*kubectl, "--token", new_token, "auth", "whoami"], check=False).returncode == 0
+
+
+def test_the_audit_reports_days_left_and_only_the_kubelets_own_certificate_fails(pki_lab):
+    done = subprocess.run(["kubeharden", "audit", "-i", str(pki_lab.inventory_path), "--controls", "KH-PKI",
+                           "--format", "prometheus"], capture_output=True, text=True, check=False)
+    metrics = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in done.stdout.splitlines()
+               if line.startswith("kubeharden_")}
+    apiserver = next(v for k, v in metrics.items() if k.startswith("kubeharden_certificate_expiry_days{node=\"cp2\","
+                                                                    f"certificate=\"{PKI}/apiserver.crt\""))
+    kubelet = next(v for k, v in metrics.items() if k.startswith("kubeharden_certificate_expiry_days{node=\"w1\",")
+                   and "kubelet-client-current.pem" in k)
+    assert apiserver >= 364 and kubelet == 9
+    failing = {k for k, v in metrics.items() if k.startswith("kubeharden_control_passed") and v == 0}
+    assert failing == {f'kubeharden_control_passed{{node="{n}",control="KH-PKI-1",severity="high",'
+                       f'section="KH-PKI Certificates"}}' for n in (*CONTROL_PLANES, "w1")}, done.stdout

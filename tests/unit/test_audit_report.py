@@ -64,3 +64,12 @@ def test_prometheus_exposition(report):
         in text
     assert 'kubeharden_controls{node="cp1",status="manual"} 1' in text
     assert 'kubeharden_node_score{node="w1"} 100.0' in text
+
+
+def test_prometheus_exposition_has_days_left_per_certificate(report):
+    report.certificates["cp1"] = [{"name": "/etc/kubernetes/admin.conf (user kubernetes-admin)", "days_left": 9,
+                                   "subject": '/O=kubeadm:cluster-admins/CN="admin"', "managed_by": "kubeharden"}]
+    text = to_prometheus(report)
+    assert ('kubeharden_certificate_expiry_days{node="cp1",certificate="/etc/kubernetes/admin.conf (user '
+            'kubernetes-admin)",subject="/O=kubeadm:cluster-admins/CN=\\"admin\\"",managed_by="kubeharden"} 9') in text
+    assert "# TYPE kubeharden_certificate_expiry_days gauge" in text
