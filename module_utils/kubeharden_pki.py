@@ -554,5 +554,23 @@ def kubeconfig_with(text: str, old_cert_pem: str, old_key_pem: str | None, cert_
     return text
 
 
+def mode_changes(pki_dir: str) -> list[tuple[str, int, int, bool]]:
+    """CIS 1.1.19-1.1.21 under the kubeadm PKI: everything owned by root:root, keys at most 0600, certificates and
+    public keys at most 0644. Only tightens. Returns (path, current mode, wanted mode, owner to fix)."""
+    changes = []
+    for directory, _, files in os.walk(pki_dir):
+        for path in [directory, *(os.path.join(directory, f) for f in sorted(files))]:
+            info = os.lstat(path)
+            if os.path.islink(path):
+                continue
+            mode = info.st_mode & 0o7777
+            limit = 0o7777 if os.path.isdir(path) else 0o600 if path.endswith(".key") else 0o644
+            wanted = mode & limit
+            owner = info.st_uid != 0 or info.st_gid != 0
+            if wanted != mode or owner:
+                changes.append((path, mode, wanted, owner))
+    return changes
+
+
 def digest(*texts: str) -> str:
     return hashlib.sha256("".join(texts).encode()).hexdigest()[:16]

@@ -35,6 +35,12 @@ options:
     description: Renew a leaf certificate with fewer days than this left.
     type: int
     default: 30
+  file_modes:
+    description:
+      - Make everything under O(pki_dir) owned by root:root, keys at most 0600 and certificates at most 0644
+        (CIS 1.1.19-1.1.21). Modes are only tightened.
+    type: bool
+    default: true
   validity_days:
     description: Validity of a certificate re-issued with openssl (kubeadm issues leaves for 365 days).
     type: int
@@ -105,6 +111,11 @@ due:
   returned: always
   type: list
   elements: dict
+modes:
+  description: Files under pki_dir whose mode or owner was (or would be) fixed, as "<path>: <old> -> <new>".
+  returned: always
+  type: list
+  elements: str
 renewed:
   description: Certificates renewed, with old and new not-after dates and the backup of each replaced file.
   returned: always
@@ -137,6 +148,7 @@ from ansible.module_utils.kubeharden_pki import (
     find_issuer,
     generate_key,
     kubeconfig_with,
+    mode_changes,
     name_text,
     new_key_type,
     parse_certificate,
@@ -244,6 +256,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "renew": {"type": "bool", "default": False},
+            "file_modes": {"type": "bool", "default": True},
             "renew_before_days": {"type": "int", "default": 30},
             "validity_days": {"type": "int", "default": 365},
             "new_key": {"type": "bool", "default": True},
@@ -300,6 +313,19 @@ def main() -> None:
     except PKIError as exc:
         module.fail_json(msg=str(exc), **{k: v for k, v in result.items() if k != "changed"},
                          changed=bool(result["renewed"]))
+    modes = mode_changes(params["pki_dir"]) if params["file_modes"] and os.path.isdir(params["pki_dir"]) else []
+    result["modes"] = [f"{path}: {old:04o}{' (owner)' if owner else ''} -> {new:04o} root:root"
+                       for path, old, new, owner in modes]
+    if modes:
+        result["changed"] = True
+        diff = result.setdefault("diff", {"before": "", "after": ""})
+        diff["before"] += "".join(f"{path}: mode {old:04o}\n" for path, old, _, _ in modes)
+        diff["after"] += "".join(f"{path}: mode {new:04o} root:root\n" for path, _, new, _ in modes)
+        if not module.check_mode:
+            for path, _, new, owner in modes:
+                if owner:
+                    os.chown(path, 0, 0)
+                os.chmod(path, new)
     if result["renewed"]:
         items = collect(load_yaml, params["pki_dir"], params["kubeconfig_dir"], params["kubelet_pki_dir"])
         cas = [i for i in items if i.cert is not None and i.cert.is_ca]

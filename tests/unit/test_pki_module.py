@@ -214,3 +214,20 @@ def test_service_account_steps_refuse_to_run_out_of_order(tmp_path):
     assert oct((pki_dir / "sa.key").stat().st_mode & 0o777) == "0o600"
     assert oct((pki_dir / "sa.pub").stat().st_mode & 0o777) == "0o644"
     assert len(list(Path(args["backup_dir"]).rglob("sa.key.*"))) == 1
+
+
+def test_pki_modes_are_tightened_never_widened(tmp_path):
+    args = node(tmp_path)
+    pki_dir = Path(args["pki_dir"])
+    (pki_dir / "apiserver.key").chmod(0o644)
+    (pki_dir / "apiserver.crt").chmod(0o666)
+    (pki_dir / "ca.crt").chmod(0o600)
+    check = run_module("kubeharden_pki", args, check=True)
+    assert check["changed"] and sorted(check["modes"]) == [f"{pki_dir}/apiserver.crt: 0666 -> 0644 root:root",
+                                                           f"{pki_dir}/apiserver.key: 0644 -> 0600 root:root"]
+    assert oct((pki_dir / "apiserver.key").stat().st_mode & 0o777) == "0o644"
+    assert run_module("kubeharden_pki", args)["changed"]
+    assert oct((pki_dir / "apiserver.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((pki_dir / "apiserver.crt").stat().st_mode & 0o777) == "0o644"
+    assert oct((pki_dir / "ca.crt").stat().st_mode & 0o777) == "0o600"
+    assert run_module("kubeharden_pki", args)["changed"] is False
