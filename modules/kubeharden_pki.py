@@ -132,7 +132,7 @@ import os
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import DEFAULT_BACKUP_DIR, atomic_write, backup
+from ansible.module_utils.kubeharden_files import DEFAULT_BACKUP_DIR, atomic_write, backup, read_or_empty
 from ansible.module_utils.kubeharden_node import load_yaml
 from ansible.module_utils.kubeharden_pki import (
     ETCD_COPIES_DIR,
@@ -228,12 +228,6 @@ def renew_openssl(module: AnsibleModule, item: Item, issuer: Item, params: dict,
     else:
         targets = [(item.key_path, key_pem), (item.path, cert_pem)] if item.key_path != item.path \
             else [(item.path, cert_pem + key_pem)]
-        copies_dir = ETCD_COPIES_DIR
-        if stem(item, params["pki_dir"]).startswith("etcd/"):
-            for path, content in list(targets):
-                copy = os.path.join(copies_dir, os.path.basename(path))
-                if os.path.exists(copy):
-                    targets.append((copy, content))
         for path, content in targets:
             backups.append(backup(path, params["backup_dir"]))
             if path.endswith(".key"):
@@ -241,6 +235,22 @@ def renew_openssl(module: AnsibleModule, item: Item, issuer: Item, params: dict,
             else:
                 atomic_write(path, content)
     return {"cert_pem": cert_pem, "backups": backups, "not_after": new.not_after.isoformat()}
+
+
+def refresh_etcd_copies(item: Item, params: dict) -> list[str]:
+    """etcd's own copies (the control_plane role's, for a non-root etcd) take the renewed files' content."""
+    if not stem(item, params["pki_dir"]).startswith("etcd/"):
+        return []
+    backups = []
+    for source in (item.key_path, item.path):
+        copy = os.path.join(ETCD_COPIES_DIR, os.path.basename(source or ""))
+        if source and os.path.exists(copy):
+            with open(source, encoding="ascii") as handle:
+                content = handle.read()
+            if read_or_empty(copy) != content:
+                backups.append(backup(copy, params["backup_dir"]))
+                atomic_write(copy, content)  # keeps the copy's owner (etcd) and mode
+    return backups
 
 
 def renew_kubeadm(module: AnsibleModule, item: Item, params: dict) -> dict:
@@ -304,6 +314,7 @@ def main() -> None:
                     outcome = renew_kubeadm(module, item, params)
                 else:
                     outcome = renew_openssl(module, item, issuers[item.name], params, now)
+                outcome["backups"] += refresh_etcd_copies(item, params)
                 result["renewed"].append({"name": item.name, "reasons": reasons,
                                           "old_not_after": item.cert.not_after.isoformat(),
                                           "not_after": outcome.get("not_after"), "backups": outcome["backups"]})

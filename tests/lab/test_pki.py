@@ -106,6 +106,22 @@ def test_a_second_run_renews_nothing(pki_lab):
     assert {n: snapshot(pki_lab, n) for n in CONTROL_PLANES} == before
 
 
+def test_etcds_own_copies_follow_a_renewal(pki_lab):
+    # The control_plane role runs etcd as the etcd user, from etcd-owned copies of its certificates.
+    hardened = playbook(pki_lab, "control-plane.yml", "--limit", "cp3")
+    assert hardened.returncode == 0, hardened.stdout[-2000:]
+    assert "/etc/kubernetes/etcd-pki/server.crt" in sh(pki_lab, "cp3", "cat /etc/kubernetes/manifests/etcd.yaml")
+    before = served_end(pki_lab, "cp3", 2379)
+    done = playbook(pki_lab, "pki.yml", "--limit", "cp3", "-e", "pki_renew_before_days=400 pki_validity_days=730")
+    assert done.returncode == 0, done.stdout[-2000:]
+    for name in ("server.crt", "server.key", "peer.crt", "peer.key"):
+        sh(pki_lab, "cp3", f"cmp {PKI}/etcd/{name} /etc/kubernetes/etcd-pki/{name}")
+        assert sh(pki_lab, "cp3", f"stat -c %U /etc/kubernetes/etcd-pki/{name}").strip() == "etcd"
+    assert served_end(pki_lab, "cp3", 2379) > max(before, 700)
+    health = etcdctl(pki_lab.container("cp1"), "endpoint", "health", "--cluster")
+    assert health.returncode == 0 and (health.stdout + health.stderr).count("is healthy") == 3, health.stderr
+
+
 def test_a_corrupt_certificate_is_named_and_nothing_is_renewed(pki_lab):
     sh(pki_lab, "cp1", f"cp {PKI}/front-proxy-client.crt /root/fp.crt && "
                        f"printf -- '-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n' "

@@ -231,3 +231,11 @@ def test_pki_modes_are_tightened_never_widened(tmp_path):
     assert oct((pki_dir / "apiserver.crt").stat().st_mode & 0o777) == "0o644"
     assert oct((pki_dir / "ca.crt").stat().st_mode & 0o777) == "0o600"
     assert run_module("kubeharden_pki", args)["changed"] is False
+
+
+def test_kubeadm_asked_for_but_missing_is_a_clear_error(tmp_path):
+    args = {**node(tmp_path, validity_days=10), "renew": True, "renew_with": "kubeadm"}
+    before = snapshot(Path(args["pki_dir"]))
+    result = run_module("kubeharden_pki", args)
+    assert result["failed"] and "renew_with=kubeadm, but kubeadm is not installed on this node" in result["msg"]
+    assert snapshot(Path(args["pki_dir"])) == before
