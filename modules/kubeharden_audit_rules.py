@@ -12,11 +12,11 @@ description:
     call names against this architecture's table from C(ausyscall --dump)); one bad rule fails the task and
     names it.
   - Rules on a directory that does not exist on this node (the parent of a C(-w) watch, a C(-F dir=) field)
-    are left out and reported in C(skipped_watches): etcd's data directory exists only where etcd runs.
+    are left out and reported in C(skipped_watches), as etcd's data directory exists only where etcd runs.
   - Writes the rules file atomically after a backup, with diff and check mode, plus a finalize file with
     C(-e 2) when C(immutable) is on (the kernel then refuses rule changes until a reboot).
   - Where auditd is running, loads the rules with augenrules; if the kernel rejects them the previous file
-    is restored and the task fails. Where auditd is not running (always in a container: the audit netlink
+    is restored and the task fails. Where auditd is not running (always in a container, where the audit netlink
     socket belongs to the host) the rules are installed and C(loaded) is false with the reason.
 version_added: "0.1.0"
 options:

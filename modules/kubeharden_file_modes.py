@@ -9,12 +9,12 @@ module: kubeharden_file_modes
 short_description: Make files at most as permissive as allowed, and owned as required
 description:
   - For each entry, removes the permission bits C(mode_max) does not allow (a file that is already stricter
-    stays stricter: this module never widens a mode) and sets the owner and group when given.
+    stays stricter, since this module never widens a mode) and sets the owner and group when given.
   - Missing files are reported in C(missing), not created.
   - With C(scan_roots), also lists set-uid/set-gid files not in C(suid_allowed) and world-writable files
     (not directories with the sticky bit) under those roots, staying on their file systems. The scan is cached
     in C(scan_cache) and redone only when the cache is older than C(scan_max_age) hours, when the package
-    database changed since, or when the roots or the allow-list changed: never a full find on every run.
+    database changed since, or when the roots or the allow-list changed; never a full find on every run.
 version_added: "0.1.0"
 options:
   files:

@@ -10,10 +10,10 @@ short_description: Add mount options to separate mounts, in /etc/fstab and live
 description:
   - For each mount point that is a separate mount on this node, adds the missing options to its /etc/fstab
     entry (atomically, after a backup, with diff) and remounts it live with them.
-  - A mount point that is not a separate mount is reported in C(not_separate) and left alone: this module
+  - A mount point that is not a separate mount is reported in C(not_separate) and left alone; this module
     never creates mounts.
   - A separate mount without an /etc/fstab entry (a systemd mount unit, a container runtime's tmpfs) is
-    fixed live and reported in C(not_in_fstab), with a warning: its options persist where it is defined.
+    fixed live and reported in C(not_in_fstab), with a warning, since its options persist where it is defined.
 version_added: "0.1.0"
 options:
   mounts:

@@ -31,7 +31,7 @@ options:
     type: bool
     default: false
   install_recommends:
-    description: Also install recommended packages (a mail server for AIDE's reports, for example). Off: a
+    description: Also install recommended packages (a mail server for AIDE's reports, for example). When off, a
       node gets what it needs and nothing more, and installs faster.
     type: bool
     default: false

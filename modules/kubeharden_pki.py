@@ -20,10 +20,10 @@ description:
     O(backup_dir); files are replaced atomically, key first. etcd's copies in C(/etc/kubernetes/etcd-pki)
     follow their renewed source.
   - A CA is never renewed. The kubelet's own certificates (C(/var/lib/kubelet/pki)) are reported, never
-    renewed: the kubelet rotates them.
+    renewed, because the kubelet rotates them.
   - Nothing is renewed when any certificate of the kubeadm PKI or a kubeconfig is unreadable or malformed,
-    when a due certificate's key does not match it, or when its CA's key is not on the node: the module fails
-    naming the file, before any change.
+    when a due certificate's key does not match it, or when its CA's key is not on the node. The module then
+    fails naming the file, before any change.
   - Key material is never returned; diffs list certificate names and dates.
 version_added: "0.1.0"
 options:
@@ -102,7 +102,7 @@ certificates:
   sample: [{name: /etc/kubernetes/pki/apiserver.crt, days_left: 364, chain: ok, key_matches: true,
             key_type: RSA, key_bits: 2048, signature_algorithm: sha256WithRSAEncryption, mode: "0644"}]
 problems:
-  description: Certificates that could not be read or parsed, as "<name>: <why>".
+  description: Certificates that could not be read or parsed, each as its name, a colon and why.
   returned: always
   type: list
   elements: str
@@ -112,7 +112,7 @@ due:
   type: list
   elements: dict
 modes:
-  description: Files under pki_dir whose mode or owner was (or would be) fixed, as "<path>: <old> -> <new>".
+  description: Files under pki_dir whose mode or owner was (or would be) fixed, with the old and new mode.
   returned: always
   type: list
   elements: str

@@ -12,7 +12,7 @@ description:
   - Fails, writing nothing, when another sysctl file read after it at boot sets one of the keys to another
     value (the node would silently lose the setting at the next boot), naming that file.
   - Applies each value live through /proc/sys when /proc/sys is writable. In a container /proc/sys is
-    read-only: the file is still written and the keys are reported in C(live_skipped).
+    read-only, the file is still written and the keys are reported in C(live_skipped).
   - Keys the running kernel does not have (for example net.bridge.* before br_netfilter is loaded) are
     persisted and reported in C(live_missing); systemd-sysctl applies them when the module loads.
 version_added: "0.1.0"
