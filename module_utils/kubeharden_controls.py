@@ -14,10 +14,12 @@ import re
 
 try:
     from ansible.module_utils import kubeharden_encryption as encryption
+    from ansible.module_utils import kubeharden_kubeadm as kubeadm
     from ansible.module_utils import kubeharden_node as node
     from ansible.module_utils import kubeharden_pki as pki
 except ImportError:  # imported directly by unit tests and the benchmark
     import kubeharden_encryption as encryption
+    import kubeharden_kubeadm as kubeadm
     import kubeharden_node as node
     import kubeharden_pki as pki
 
@@ -162,6 +164,45 @@ class Node:
 
     def flags(self, component: str) -> tuple[dict, str]:
         return self.etcd if component == "etcd" else self.manifest_flags(component)
+
+
+class RenderedNode(Node):
+    """A node as `kubeadm init` will leave it, from a kubeadm configuration: the static pods' flags and the
+    kubelet's configuration come from the file; the files those flags name are read from the node itself."""
+
+    # Controls a kubeadm configuration decides: flags, kubelet settings, and the files the apiserver's flags name
+    # (written before kubeadm init). Modes of what kubeadm itself creates (etcd's data directory, the kubelet's
+    # config.yaml) are for site.yml after it.
+    READS = frozenset({"flag", "kubelet", "encryption_provider", "pod_security", "anonymous_auth"})
+
+    def __init__(self, node_roles: list[str], path: str):
+        super().__init__(node_roles)
+        try:
+            documents = list(node.yaml.safe_load_all(node.read_text(path)))
+            self.rendered = kubeadm.effective(documents)
+        except FileNotFoundError:
+            raise node.ReadError(f"{path} does not exist") from None
+        except (node.yaml.YAMLError, kubeadm.ConfigError) as exc:
+            raise node.ReadError(f"{path}: {exc}") from None
+        self.source = f"kubeadm configuration {path} ({self.rendered['api_version']})"
+
+    @classmethod
+    def decides(cls, control: dict) -> bool:
+        check = control["check"]
+        return check["read"] in cls.READS or (
+            check["read"] == "file" and (check.get("path_from") or {}).get("component") == "kube-apiserver")
+
+    def manifest_flags(self, component: str) -> tuple[dict, str]:
+        return self.rendered["flags"][component], self.source
+
+    @functools.cached_property
+    def etcd(self) -> tuple[dict, str]:
+        return self.rendered["flags"]["etcd"], self.source
+
+    @functools.cached_property
+    def kubelet(self) -> dict:
+        return {"flags": dict(kubeadm.KUBELET_FLAGS), "flag_source": self.source, "config": self.rendered["kubelet"],
+                "config_path": kubeadm.KUBELET_FLAGS["config"], "config_sources": [self.source]}
 
 
 # -- readers ---------------------------------------------------------------------------------------------

@@ -161,11 +161,11 @@ def flag_paths(command: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-def _covered(path: str, mount_paths) -> bool:
+def is_mounted(path: str, mount_paths) -> bool:
     return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mount_paths)
 
 
-def _volume_name(directory: str) -> str:
+def volume_name(directory: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", directory.lower()).strip("-")
     name = f"kubeharden-{slug}"
     if len(name) > 63:  # a DNS label
@@ -181,7 +181,7 @@ def ensure_mounts(pod, command: list[str], explicit: list[dict]) -> list[str]:
     wanted = [dict(v) for v in explicit]
     covered = set(mounts(pod)) | {v["path"].rstrip("/") for v in wanted}
     for flag, path in flag_paths(command):
-        if not _covered(path, covered):
+        if not is_mounted(path, covered):
             directory = path.rsplit("/", 1)[0] or "/"
             wanted.append({"path": directory, "read_only": flag not in WRITABLE_PATH_FLAGS})
             covered.add(directory)
@@ -198,7 +198,7 @@ def ensure_mounts(pod, command: list[str], explicit: list[dict]) -> list[str]:
                     mount.pop("readOnly", None)
                 added.append(path)
             continue
-        name = volume.get("name") or _volume_name(path)
+        name = volume.get("name") or volume_name(path)
         spec.setdefault("volumes", []).append(
             {"hostPath": {"path": path, "type": volume.get("type", "DirectoryOrCreate")}, "name": name})
         mount = {"mountPath": path, "name": name}

@@ -29,6 +29,12 @@ options:
     type: list
     elements: str
     required: true
+  kubeadm_config:
+    description:
+      - Judge the node as C(kubeadm init) will leave it from this kubeadm configuration file, before it runs.
+        Only controls the configuration decides are evaluated (static pod flags, kubelet settings, and files
+        those flags name, read from the node).
+    type: path
 author:
   - kubeharden
 """
@@ -76,7 +82,8 @@ summary:
 from collections import Counter
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_controls import READERS, Node, evaluate_all
+from ansible.module_utils.kubeharden_controls import READERS, Node, RenderedNode, evaluate_all
+from ansible.module_utils.kubeharden_node import ReadError
 
 
 def invalid_controls(controls: list) -> list[str]:
@@ -94,14 +101,23 @@ def invalid_controls(controls: list) -> list[str]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={"controls": {"type": "list", "elements": "dict", "required": True},
-                       "node_roles": {"type": "list", "elements": "str", "required": True}},
+                       "node_roles": {"type": "list", "elements": "str", "required": True},
+                       "kubeadm_config": {"type": "path"}},
         supports_check_mode=True,
     )
     problems = invalid_controls(module.params["controls"])
     if problems:
         module.fail_json(msg="invalid controls: " + "; ".join(problems))
-    state = Node(module.params["node_roles"])
-    results = evaluate_all(module.params["controls"], module.params["node_roles"], state)
+    controls = module.params["controls"]
+    if module.params["kubeadm_config"]:
+        try:
+            state = RenderedNode(module.params["node_roles"], module.params["kubeadm_config"])
+        except ReadError as exc:
+            module.fail_json(msg=str(exc))
+        controls = [c for c in controls if RenderedNode.decides(c)]
+    else:
+        state = Node(module.params["node_roles"])
+    results = evaluate_all(controls, module.params["node_roles"], state)
     # Days left per certificate, for alerts weeks ahead; read only when a control already read them.
     certificates = [{k: c.get(k) for k in ("name", "subject", "not_after", "days_left", "managed_by")}
                     for c in (state.certificates if "certificates" in state.__dict__ else []) if "error" not in c]

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from kubeharden import node_code
 from kubeharden.lab import pki
+
+KUBEADM = node_code.load("kubeharden_kubeadm")  # kubeadm's defaults, shared with the modules that judge configs
 
 KUBERNETES_VERSION = "v1.31.4"
 ETCD_IMAGE_TAG = "3.5.15-0"
@@ -69,6 +72,13 @@ def _mount(name: str, path: str, read_only: bool = True) -> dict:
     return mount
 
 
+def _flags(component: str, advertise_address: str = "0.0.0.0", **cluster: str) -> list[str]:
+    """kubeadm's command-line flags for a component, sorted as kubeadm writes them."""
+    defaults = KUBEADM.default_flags(component, {"advertise_address": advertise_address, "node_name": "",
+                                                 "service_subnet": SERVICE_SUBNET, **cluster})
+    return [f"--{name}={value}" for name, value in sorted(defaults.items())]
+
+
 def _https_probe(host: str, path: str, port: int, failure_threshold: int, *, scheme: str = "HTTPS",
                  initial_delay: int | None = 10, period: int = 10) -> dict:
     probe = {"failureThreshold": failure_threshold,
@@ -120,23 +130,7 @@ def _static_pod(component: str, image: str, command: list[str], probe_host: str,
 
 def apiserver_manifest(node_ip: str, etcd_servers: str) -> dict:
     p = PKI_DIR
-    flags = [
-        f"--advertise-address={node_ip}", "--allow-privileged=true", "--authorization-mode=Node,RBAC",
-        f"--client-ca-file={p}/ca.crt", "--enable-admission-plugins=NodeRestriction",
-        "--enable-bootstrap-token-auth=true", f"--etcd-cafile={p}/etcd/ca.crt",
-        f"--etcd-certfile={p}/apiserver-etcd-client.crt", f"--etcd-keyfile={p}/apiserver-etcd-client.key",
-        f"--etcd-servers={etcd_servers}", f"--kubelet-client-certificate={p}/apiserver-kubelet-client.crt",
-        f"--kubelet-client-key={p}/apiserver-kubelet-client.key",
-        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
-        f"--proxy-client-cert-file={p}/front-proxy-client.crt", f"--proxy-client-key-file={p}/front-proxy-client.key",
-        "--requestheader-allowed-names=front-proxy-client", f"--requestheader-client-ca-file={p}/front-proxy-ca.crt",
-        "--requestheader-extra-headers-prefix=X-Remote-Extra-", "--requestheader-group-headers=X-Remote-Group",
-        "--requestheader-username-headers=X-Remote-User", "--secure-port=6443",
-        f"--service-account-issuer=https://kubernetes.default.svc.{pki.CLUSTER_DOMAIN}",
-        f"--service-account-key-file={p}/sa.pub", f"--service-account-signing-key-file={p}/sa.key",
-        f"--service-cluster-ip-range={SERVICE_SUBNET}", f"--tls-cert-file={p}/apiserver.crt",
-        f"--tls-private-key-file={p}/apiserver.key",
-    ]
+    flags = _flags("kube-apiserver", advertise_address=node_ip, etcd_servers=etcd_servers)
     volumes = [(n, path, "DirectoryOrCreate") for n, path in _CA_VOLUMES]
     volumes.append(("k8s-certs", p, "DirectoryOrCreate"))
     return _static_pod(
@@ -147,15 +141,7 @@ def apiserver_manifest(node_ip: str, etcd_servers: str) -> dict:
 
 def controller_manager_manifest() -> dict:
     p, conf = PKI_DIR, "/etc/kubernetes/controller-manager.conf"
-    flags = [
-        "--allocate-node-cidrs=true", f"--authentication-kubeconfig={conf}", f"--authorization-kubeconfig={conf}",
-        "--bind-address=127.0.0.1", f"--client-ca-file={p}/ca.crt", f"--cluster-cidr={POD_SUBNET}",
-        "--cluster-name=kubernetes", f"--cluster-signing-cert-file={p}/ca.crt",
-        f"--cluster-signing-key-file={p}/ca.key", "--controllers=*,bootstrapsigner,tokencleaner",
-        f"--kubeconfig={conf}", "--leader-elect=true", f"--requestheader-client-ca-file={p}/front-proxy-ca.crt",
-        f"--root-ca-file={p}/ca.crt", f"--service-account-private-key-file={p}/sa.key",
-        f"--service-cluster-ip-range={SERVICE_SUBNET}", "--use-service-account-credentials=true",
-    ]
+    flags = _flags("kube-controller-manager", pod_subnet=POD_SUBNET)
     volumes = [(n, path, "DirectoryOrCreate") for n, path in _CA_VOLUMES]
     volumes += [("flexvolume-dir", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec", "DirectoryOrCreate"),
                 ("k8s-certs", p, "DirectoryOrCreate"), ("kubeconfig", conf, "FileOrCreate")]
@@ -166,8 +152,7 @@ def controller_manager_manifest() -> dict:
 
 def scheduler_manifest() -> dict:
     conf = "/etc/kubernetes/scheduler.conf"
-    flags = [f"--authentication-kubeconfig={conf}", f"--authorization-kubeconfig={conf}",
-             "--bind-address=127.0.0.1", f"--kubeconfig={conf}", "--leader-elect=true"]
+    flags = _flags("kube-scheduler")
     return _static_pod("kube-scheduler", f"registry.k8s.io/kube-scheduler:{KUBERNETES_VERSION}",
                        ["kube-scheduler", *flags], "127.0.0.1", 10259, "100m",
                        [("kubeconfig", conf, "FileOrCreate")])
@@ -176,28 +161,10 @@ def scheduler_manifest() -> dict:
 def etcd_flags(member: Member, members: list[Member], pki_dir: str = f"{PKI_DIR}/etcd",
                data_dir: str = "/var/lib/etcd") -> dict[str, str]:
     """etcd's flags as kubeadm sets them, by name (without the leading dashes)."""
-    ip = member.ip
-    return {
-        "advertise-client-urls": f"https://{ip}:2379",
-        "cert-file": f"{pki_dir}/server.crt",
-        "client-cert-auth": "true",
-        "data-dir": data_dir,
-        "experimental-initial-corrupt-check": "true",
-        "experimental-watch-progress-notify-interval": "5s",
-        "initial-advertise-peer-urls": f"https://{ip}:2380",
-        "initial-cluster": ",".join(f"{m.name}=https://{m.ip}:2380" for m in members),
-        "key-file": f"{pki_dir}/server.key",
-        "listen-client-urls": f"https://127.0.0.1:2379,https://{ip}:2379",
-        "listen-metrics-urls": "http://127.0.0.1:2381",
-        "listen-peer-urls": f"https://{ip}:2380",
-        "name": member.name,
-        "peer-cert-file": f"{pki_dir}/peer.crt",
-        "peer-client-cert-auth": "true",
-        "peer-key-file": f"{pki_dir}/peer.key",
-        "peer-trusted-ca-file": f"{pki_dir}/ca.crt",
-        "snapshot-count": "10000",
-        "trusted-ca-file": f"{pki_dir}/ca.crt",
-    }
+    flags = KUBEADM.default_flags("etcd", {
+        "advertise_address": member.ip, "node_name": member.name, "etcd_data_dir": data_dir,
+        "initial_cluster": ",".join(f"{m.name}=https://{m.ip}:2380" for m in members)})
+    return {name: value.replace(f"{PKI_DIR}/etcd", pki_dir) for name, value in flags.items()}
 
 
 def etcd_manifest(member: Member, members: list[Member]) -> dict:
@@ -241,26 +208,8 @@ def kubeconfig(server: str, user: str, ca: pki.KeyPair, client: pki.KeyPair | No
     })
 
 
-KUBELET_CONFIG = {
-    "apiVersion": "kubelet.config.k8s.io/v1beta1",
-    "authentication": {"anonymous": {"enabled": False}, "webhook": {"cacheTTL": "0s", "enabled": True},
-                       "x509": {"clientCAFile": f"{PKI_DIR}/ca.crt"}},
-    "authorization": {"mode": "Webhook", "webhook": {"cacheAuthorizedTTL": "0s", "cacheUnauthorizedTTL": "0s"}},
-    "cgroupDriver": "systemd", "clusterDNS": [CLUSTER_DNS], "clusterDomain": pki.CLUSTER_DOMAIN,
-    "containerRuntimeEndpoint": "", "cpuManagerReconcilePeriod": "0s", "evictionPressureTransitionPeriod": "0s",
-    "fileCheckFrequency": "0s", "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
-    "httpCheckFrequency": "0s", "imageMaximumGCAge": "0s", "imageMinimumGCAge": "0s",
-    "kind": "KubeletConfiguration",
-    "logging": {"flushFrequency": 0, "options": {"json": {"infoBufferSize": "0"}, "text": {"infoBufferSize": "0"}},
-                "verbosity": 0},
-    "memorySwap": {}, "nodeStatusReportFrequency": "0s", "nodeStatusUpdateFrequency": "0s",
-    "resolvConf": "/run/systemd/resolve/resolv.conf", "rotateCertificates": True, "runtimeRequestTimeout": "0s",
-    "shutdownGracePeriod": "0s", "shutdownGracePeriodCriticalPods": "0s",
-    "staticPodPath": "/etc/kubernetes/manifests", "streamingConnectionIdleTimeout": "0s",
-    "syncFrequency": "0s", "volumeStatsAggPeriod": "0s",
-}
+KUBELET_CONFIG = KUBEADM.KUBELET_DEFAULTS
 
-# The kubelet package's unit (deb: /usr/lib/systemd/system/kubelet.service) and kubeadm's drop-in.
 KUBELET_SERVICE = """[Unit]
 Description=kubelet: The Kubernetes Node Agent
 Documentation=https://kubernetes.io/docs/

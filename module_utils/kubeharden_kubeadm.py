@@ -1,0 +1,311 @@
+"""kubeadm's configuration file: rendered with kubeharden's hardening, and read back as what kubeadm will write.
+
+kubeadm turns a ClusterConfiguration's `extraArgs` into static pod flags on top of its own defaults (an extra
+argument with a default's name replaces it; none can remove one), its `extraVolumes` into hostPath mounts, and a
+KubeletConfiguration into /var/lib/kubelet/config.yaml on top of its kubelet defaults. `effective()` does the
+same, so the audit catalogue can judge a configuration before `kubeadm init` runs.
+
+Standard library and PyYAML only: this runs on nodes (shipped with kubeharden's modules) and in the lab.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+try:
+    from ansible.module_utils import kubeharden_manifest as manifest
+    from ansible.module_utils.kubeharden_node import deep_merge
+except ImportError:  # imported directly by unit tests and the lab
+    import kubeharden_manifest as manifest
+    from kubeharden_node import deep_merge
+
+SUPPORTED = ((1, 29), (1, 34))
+V1BETA3, V1BETA4 = "kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4"
+PKI_DIR = "/etc/kubernetes/pki"
+CLUSTER_DOMAIN = "cluster.local"
+COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+# Where each component's settings live in a ClusterConfiguration.
+SECTIONS = {"kube-apiserver": "apiServer", "kube-controller-manager": "controllerManager",
+            "kube-scheduler": "scheduler", "etcd": "etcd"}
+
+CA_DIRS = ("/etc/ssl/certs", "/etc/ca-certificates", "/usr/local/share/ca-certificates", "/usr/share/ca-certificates")
+# The hostPath mounts kubeadm gives each static pod: a flag's file outside them needs an extraVolume.
+DEFAULT_MOUNTS = {
+    "kube-apiserver": (*CA_DIRS, PKI_DIR),
+    "kube-controller-manager": (*CA_DIRS, PKI_DIR, "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
+                                "/etc/kubernetes/controller-manager.conf"),
+    "kube-scheduler": ("/etc/kubernetes/scheduler.conf",),
+    "etcd": (f"{PKI_DIR}/etcd", "/var/lib/etcd"),
+}
+
+# kubeadm's KubeletConfiguration defaults (what `kubeadm init` writes to /var/lib/kubelet/config.yaml).
+KUBELET_DEFAULTS = {
+    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+    "authentication": {"anonymous": {"enabled": False}, "webhook": {"cacheTTL": "0s", "enabled": True},
+                       "x509": {"clientCAFile": f"{PKI_DIR}/ca.crt"}},
+    "authorization": {"mode": "Webhook", "webhook": {"cacheAuthorizedTTL": "0s", "cacheUnauthorizedTTL": "0s"}},
+    "cgroupDriver": "systemd", "clusterDNS": ["10.96.0.10"], "clusterDomain": CLUSTER_DOMAIN,
+    "containerRuntimeEndpoint": "", "cpuManagerReconcilePeriod": "0s", "evictionPressureTransitionPeriod": "0s",
+    "fileCheckFrequency": "0s", "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
+    "httpCheckFrequency": "0s", "imageMaximumGCAge": "0s", "imageMinimumGCAge": "0s",
+    "kind": "KubeletConfiguration",
+    "logging": {"flushFrequency": 0, "options": {"json": {"infoBufferSize": "0"}, "text": {"infoBufferSize": "0"}},
+                "verbosity": 0},
+    "memorySwap": {}, "nodeStatusReportFrequency": "0s", "nodeStatusUpdateFrequency": "0s",
+    "resolvConf": "/run/systemd/resolve/resolv.conf", "rotateCertificates": True, "runtimeRequestTimeout": "0s",
+    "shutdownGracePeriod": "0s", "shutdownGracePeriodCriticalPods": "0s",
+    "staticPodPath": "/etc/kubernetes/manifests", "streamingConnectionIdleTimeout": "0s",
+    "syncFrequency": "0s", "volumeStatsAggPeriod": "0s",
+}
+# The kubelet's command line on a kubeadm node (10-kubeadm.conf drop-in and kubeadm-flags.env).
+KUBELET_FLAGS = {"bootstrap-kubeconfig": "/etc/kubernetes/bootstrap-kubelet.conf",
+                 "kubeconfig": "/etc/kubernetes/kubelet.conf", "config": "/var/lib/kubelet/config.yaml",
+                 "container-runtime-endpoint": "unix:///var/run/containerd/containerd.sock"}
+
+
+class ConfigError(ValueError):
+    """A kubeadm configuration kubeharden refuses to render or read; the message names the setting."""
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    match = re.match(r"^v?(\d+)\.(\d+)", str(text).strip())
+    if not match:
+        raise ConfigError(f"kubernetes_version {text!r} is not a version such as v1.31.4")
+    version = (int(match.group(1)), int(match.group(2)))
+    if not SUPPORTED[0] <= version <= SUPPORTED[1]:
+        raise ConfigError(f"kubernetes_version {text} is not supported: kubeharden renders kubeadm configurations "
+                          f"for Kubernetes {'.'.join(map(str, SUPPORTED[0]))} to {'.'.join(map(str, SUPPORTED[1]))}")
+    return version
+
+
+def api_version(version: tuple[int, int]) -> str:
+    """kubeadm v1beta4 from Kubernetes 1.31 (extraArgs as a list of name/value pairs), v1beta3 before (a map)."""
+    return V1BETA4 if version >= (1, 31) else V1BETA3
+
+
+def default_flags(component: str, cluster: dict) -> dict[str, str]:
+    """The flags kubeadm writes into a component's static pod (v1.31 layout), before any extraArgs."""
+    p, ip, port = PKI_DIR, cluster["advertise_address"], str(cluster.get("bind_port", 6443))
+    service_subnet = cluster.get("service_subnet", "10.96.0.0/12")
+    if component == "kube-apiserver":
+        return {
+            "advertise-address": ip, "allow-privileged": "true", "authorization-mode": "Node,RBAC",
+            "client-ca-file": f"{p}/ca.crt", "enable-admission-plugins": "NodeRestriction",
+            "enable-bootstrap-token-auth": "true", "etcd-cafile": f"{p}/etcd/ca.crt",
+            "etcd-certfile": f"{p}/apiserver-etcd-client.crt", "etcd-keyfile": f"{p}/apiserver-etcd-client.key",
+            "etcd-servers": cluster.get("etcd_servers", "https://127.0.0.1:2379"),
+            "kubelet-client-certificate": f"{p}/apiserver-kubelet-client.crt",
+            "kubelet-client-key": f"{p}/apiserver-kubelet-client.key",
+            "kubelet-preferred-address-types": "InternalIP,ExternalIP,Hostname",
+            "proxy-client-cert-file": f"{p}/front-proxy-client.crt",
+            "proxy-client-key-file": f"{p}/front-proxy-client.key",
+            "requestheader-allowed-names": "front-proxy-client",
+            "requestheader-client-ca-file": f"{p}/front-proxy-ca.crt",
+            "requestheader-extra-headers-prefix": "X-Remote-Extra-", "requestheader-group-headers": "X-Remote-Group",
+            "requestheader-username-headers": "X-Remote-User", "secure-port": port,
+            "service-account-issuer": f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
+            "service-account-key-file": f"{p}/sa.pub", "service-account-signing-key-file": f"{p}/sa.key",
+            "service-cluster-ip-range": service_subnet, "tls-cert-file": f"{p}/apiserver.crt",
+            "tls-private-key-file": f"{p}/apiserver.key",
+        }
+    if component == "kube-controller-manager":
+        conf = "/etc/kubernetes/controller-manager.conf"
+        flags = {
+            "authentication-kubeconfig": conf, "authorization-kubeconfig": conf, "bind-address": "127.0.0.1",
+            "client-ca-file": f"{p}/ca.crt", "cluster-name": cluster.get("cluster_name", "kubernetes"),
+            "cluster-signing-cert-file": f"{p}/ca.crt", "cluster-signing-key-file": f"{p}/ca.key",
+            "controllers": "*,bootstrapsigner,tokencleaner", "kubeconfig": conf, "leader-elect": "true",
+            "requestheader-client-ca-file": f"{p}/front-proxy-ca.crt", "root-ca-file": f"{p}/ca.crt",
+            "service-account-private-key-file": f"{p}/sa.key", "service-cluster-ip-range": service_subnet,
+            "use-service-account-credentials": "true",
+        }
+        if cluster.get("pod_subnet"):
+            flags.update({"allocate-node-cidrs": "true", "cluster-cidr": cluster["pod_subnet"]})
+        return flags
+    if component == "kube-scheduler":
+        conf = "/etc/kubernetes/scheduler.conf"
+        return {"authentication-kubeconfig": conf, "authorization-kubeconfig": conf, "bind-address": "127.0.0.1",
+                "kubeconfig": conf, "leader-elect": "true"}
+    if component == "etcd":
+        name, etcd = cluster["node_name"], f"{p}/etcd"
+        return {
+            "advertise-client-urls": f"https://{ip}:2379", "cert-file": f"{etcd}/server.crt",
+            "client-cert-auth": "true", "data-dir": cluster.get("etcd_data_dir", "/var/lib/etcd"),
+            "experimental-initial-corrupt-check": "true", "experimental-watch-progress-notify-interval": "5s",
+            "initial-advertise-peer-urls": f"https://{ip}:2380",
+            "initial-cluster": cluster.get("initial_cluster", f"{name}=https://{ip}:2380"),
+            "key-file": f"{etcd}/server.key", "listen-client-urls": f"https://127.0.0.1:2379,https://{ip}:2379",
+            "listen-metrics-urls": "http://127.0.0.1:2381", "listen-peer-urls": f"https://{ip}:2380", "name": name,
+            "peer-cert-file": f"{etcd}/peer.crt", "peer-client-cert-auth": "true", "peer-key-file": f"{etcd}/peer.key",
+            "peer-trusted-ca-file": f"{etcd}/ca.crt", "snapshot-count": "10000", "trusted-ca-file": f"{etcd}/ca.crt",
+        }
+    raise ConfigError(f"unknown component {component!r}")
+
+
+def to_extra_args(flags: dict[str, str], api: str):
+    ordered = sorted(flags.items())
+    if api == V1BETA4:
+        return [{"name": name, "value": str(value)} for name, value in ordered]
+    return {name: str(value) for name, value in ordered}
+
+
+def from_extra_args(value, api: str, where: str) -> dict[str, str]:
+    """extraArgs in either form, checked against the form `api` requires."""
+    if value in (None, [], {}):
+        return {}
+    if api == V1BETA4:
+        if not isinstance(value, list) or not all(isinstance(i, dict) and "name" in i for i in value):
+            raise ConfigError(f"{where}.extraArgs must be a list of name/value pairs in {V1BETA4}")
+        return {str(i["name"]): str(i.get("value", "")) for i in value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}.extraArgs must be a map of flag names to values in {V1BETA3}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def hardened_args(component: str, cluster: dict, hardening: dict, user: dict) -> dict[str, str]:
+    """The extraArgs of a component: kubeharden's flags and the user's, which must not contradict each other."""
+    defaults = default_flags(component, cluster)
+    args: dict[str, str] = {}
+    for name, value in hardening.items():
+        if value is None:
+            if name in defaults:
+                raise ConfigError(f"{component}: kubeharden removes --{name}, which kubeadm sets by default and "
+                                  "extraArgs cannot remove")
+            continue
+        if defaults.get(name) != str(value):
+            args[name] = str(value)
+    for name, value in user.items():
+        wanted = hardening.get(name)
+        if name in hardening and (wanted is None or str(wanted) != str(value)):
+            raise ConfigError(f"extra_args for {component} sets --{name}={value}, which conflicts with kubeharden's "
+                              f"{'removal' if wanted is None else f'--{name}={wanted}'}: change the hardening "
+                              "variable instead (or drop the extra argument)")
+        if defaults.get(name) != str(value):
+            args[name] = str(value)
+    return args
+
+
+def render(spec: dict) -> list[dict]:
+    """The kubeadm configuration documents for one node (see the kubeharden_kubeadm_config module's options)."""
+    version = parse_version(spec["kubernetes_version"])
+    api = api_version(version)
+    cluster = cluster_facts(spec)
+    registration: dict = {"name": spec["node_name"], "criSocket": KUBELET_FLAGS["container-runtime-endpoint"]}
+    documents: list[dict] = []
+    if spec.get("join"):
+        join = spec["join"]
+        for key in ("api_server_endpoint", "token", "ca_cert_hashes"):
+            if not join.get(key):
+                raise ConfigError(f"join.{key} is required to render a JoinConfiguration")
+        document = {"apiVersion": api, "kind": "JoinConfiguration", "nodeRegistration": registration,
+                    "discovery": {"bootstrapToken": {"apiServerEndpoint": join["api_server_endpoint"],
+                                                     "token": join["token"],
+                                                     "caCertHashes": list(join["ca_cert_hashes"])}}}
+        if join.get("control_plane"):
+            document["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": spec["advertise_address"],
+                                                             "bindPort": cluster["bind_port"]}}
+            if join.get("certificate_key"):
+                document["controlPlane"]["certificateKey"] = join["certificate_key"]
+        return [document]
+    documents.append({"apiVersion": api, "kind": "InitConfiguration", "nodeRegistration": registration,
+                      "localAPIEndpoint": {"advertiseAddress": spec["advertise_address"],
+                                           "bindPort": cluster["bind_port"]}})
+    configuration: dict = {
+        "apiVersion": api, "kind": "ClusterConfiguration", "kubernetesVersion": spec["kubernetes_version"],
+        "clusterName": cluster["cluster_name"],
+        "networking": {"serviceSubnet": cluster["service_subnet"], "dnsDomain": CLUSTER_DOMAIN},
+    }
+    if cluster.get("pod_subnet"):
+        configuration["networking"]["podSubnet"] = cluster["pod_subnet"]
+    if spec.get("control_plane_endpoint"):
+        configuration["controlPlaneEndpoint"] = spec["control_plane_endpoint"]
+    for component in COMPONENTS:
+        args = hardened_args(component, cluster, (spec.get("flags") or {}).get(component) or {},
+                             (spec.get("extra_args") or {}).get(component) or {})
+        section: dict = {}
+        if args:
+            section["extraArgs"] = to_extra_args(args, api)
+        volumes = [_volume(v, component) for v in (spec.get("volumes") or {}).get(component) or []]
+        volumes += flag_volumes(component, args, [v["hostPath"] for v in volumes])
+        if volumes and component != "etcd":
+            section["extraVolumes"] = volumes
+        if component == "etcd":
+            section = {"local": {"dataDir": cluster["etcd_data_dir"], **section}}
+        if section:
+            configuration[SECTIONS[component]] = section
+    documents.append(configuration)
+    kubelet = copy.deepcopy(spec.get("kubelet") or {})
+    documents.append({"apiVersion": KUBELET_DEFAULTS["apiVersion"], "kind": "KubeletConfiguration", **{
+        k: v for k, v in kubelet.items() if k not in ("apiVersion", "kind")}})
+    # CIS 4.3.1: kube-proxy's metrics only on loopback (its configuration lives in the cluster, set here once).
+    documents.append({"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+                      "metricsBindAddress": spec.get("kube_proxy_metrics_bind_address") or "127.0.0.1:10249"})
+    return documents
+
+
+def flag_volumes(component: str, args: dict[str, str], explicit: list[str]) -> list[dict]:
+    """A read-only hostPath volume (writable for log and data paths) for each flag's file no mount shows."""
+    covered = set(DEFAULT_MOUNTS[component]) | set(explicit)
+    volumes = []
+    for flag, path in manifest.flag_paths([component, *(f"--{k}={v}" for k, v in sorted(args.items()))]):
+        if not manifest.is_mounted(path, covered):
+            directory = path.rsplit("/", 1)[0] or "/"
+            covered.add(directory)
+            volumes.append({"name": manifest.volume_name(directory), "hostPath": directory, "mountPath": directory,
+                            "readOnly": flag not in manifest.WRITABLE_PATH_FLAGS, "pathType": "DirectoryOrCreate"})
+    return volumes
+
+
+def _volume(volume: dict, component: str) -> dict:
+    path = volume.get("path") or volume.get("hostPath")
+    if not path or not str(path).startswith("/"):
+        raise ConfigError(f"volumes.{component}: every volume needs an absolute path, not {volume!r}")
+    name = volume.get("name") or manifest.volume_name(path)
+    return {"name": name, "hostPath": path, "mountPath": volume.get("mountPath", path),
+            "readOnly": bool(volume.get("read_only", volume.get("readOnly", True))),
+            "pathType": volume.get("pathType", "DirectoryOrCreate" if not volume.get("file") else "File")}
+
+
+def cluster_facts(spec: dict) -> dict:
+    for key in ("advertise_address", "node_name"):
+        if not spec.get(key):
+            raise ConfigError(f"{key} is required")
+    return {"advertise_address": spec["advertise_address"], "node_name": spec["node_name"],
+            "bind_port": int(spec.get("bind_port") or 6443),
+            "service_subnet": spec.get("service_subnet") or "10.96.0.0/12", "pod_subnet": spec.get("pod_subnet"),
+            "cluster_name": spec.get("cluster_name") or "kubernetes",
+            "etcd_data_dir": spec.get("etcd_data_dir") or "/var/lib/etcd"}
+
+
+def effective(documents: list[dict]) -> dict:
+    """What kubeadm init writes from these documents: each component's flags and the kubelet's configuration."""
+    kinds = {d.get("kind"): d for d in documents if isinstance(d, dict)}
+    init, configuration = kinds.get("InitConfiguration"), kinds.get("ClusterConfiguration")
+    if not init or not configuration:
+        raise ConfigError("an InitConfiguration and a ClusterConfiguration are needed to tell what kubeadm init "
+                          "writes (a JoinConfiguration takes the cluster's configuration from the cluster)")
+    api = configuration.get("apiVersion")
+    if api not in (V1BETA3, V1BETA4):
+        raise ConfigError(f"ClusterConfiguration apiVersion {api!r} is not {V1BETA3} or {V1BETA4}")
+    if api_version(parse_version(configuration.get("kubernetesVersion", ""))) != api:
+        raise ConfigError(f"ClusterConfiguration uses {api}, but Kubernetes {configuration.get('kubernetesVersion')} "
+                          f"needs {api_version(parse_version(configuration['kubernetesVersion']))}")
+    endpoint = init.get("localAPIEndpoint") or {}
+    networking = configuration.get("networking") or {}
+    etcd_local = (configuration.get("etcd") or {}).get("local") or {}
+    cluster = {"advertise_address": endpoint.get("advertiseAddress", "0.0.0.0"),
+               "bind_port": endpoint.get("bindPort", 6443),
+               "node_name": (init.get("nodeRegistration") or {}).get("name", "node"),
+               "service_subnet": networking.get("serviceSubnet", "10.96.0.0/12"),
+               "pod_subnet": networking.get("podSubnet"), "cluster_name": configuration.get("clusterName"),
+               "etcd_data_dir": etcd_local.get("dataDir", "/var/lib/etcd")}
+    flags = {}
+    for component in COMPONENTS:
+        section = etcd_local if component == "etcd" else configuration.get(SECTIONS[component]) or {}
+        flags[component] = {**default_flags(component, cluster),
+                            **from_extra_args(section.get("extraArgs"), api, SECTIONS[component])}
+    kubelet = deep_merge(KUBELET_DEFAULTS, {k: v for k, v in (kinds.get("KubeletConfiguration") or {}).items()})
+    return {"api_version": api, "flags": flags, "kubelet": kubelet,
+            "volumes": {c: (configuration.get(SECTIONS[c]) or {}).get("extraVolumes") or [] for c in COMPONENTS}}
+

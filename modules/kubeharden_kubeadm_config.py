@@ -1,0 +1,187 @@
+#!/usr/bin/python
+"""Render a kubeadm configuration that carries kubeharden's hardening, for `kubeadm init` or `kubeadm join`."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: kubeharden_kubeadm_config
+short_description: Write a hardened kubeadm configuration file for kubeadm init or join
+description:
+  - Renders InitConfiguration, ClusterConfiguration (every hardening flag as extraArgs of its component, every
+    file the control plane reads as extraVolumes), KubeletConfiguration and KubeProxyConfiguration for the first
+    control-plane node, or a JoinConfiguration for a node that joins. kubeadm.k8s.io/v1beta4 for Kubernetes 1.31
+    and later (extraArgs as name/value pairs), v1beta3 before (a map).
+  - Flags kubeadm already sets to the wanted value are left out. A flag kubeharden removes that kubeadm sets by
+    default, an unsupported Kubernetes version, or an extra argument that contradicts a hardening flag fails
+    before anything is written, naming the setting.
+  - Written atomically with a backup of the previous file, mode 0600 (a join file holds a bootstrap token).
+    The diff and the results never show the token or the certificate key.
+version_added: "0.1.0"
+options:
+  path:
+    description: The configuration file to write.
+    type: path
+    default: /etc/kubernetes/kubeadm-config.yaml
+  kubernetes_version:
+    description: The Kubernetes version kubeadm installs, such as v1.31.4.
+    type: str
+    required: true
+  advertise_address:
+    description: The node's address the apiserver and etcd advertise.
+    type: str
+    required: true
+  node_name:
+    description: The node's name in the cluster.
+    type: str
+    required: true
+  bind_port:
+    description: The apiserver's port.
+    type: int
+    default: 6443
+  control_plane_endpoint:
+    description: A shared address for every control-plane node (a load balancer), needed for more than one.
+    type: str
+  service_subnet:
+    description: The service network.
+    type: str
+    default: 10.96.0.0/12
+  pod_subnet:
+    description: The pod network (the CNI's), when the controller-manager allocates node CIDRs.
+    type: str
+  cluster_name:
+    description: The cluster's name.
+    type: str
+    default: kubernetes
+  flags:
+    description:
+      - Hardening flags per component (kube-apiserver, kube-controller-manager, kube-scheduler, etcd).
+      - A null value asks for the flag's absence.
+    type: dict
+    default: {}
+  extra_args:
+    description: The user's own extra arguments per component; one that contradicts a hardening flag fails.
+    type: dict
+    default: {}
+  volumes:
+    description: hostPath volumes per component, each with C(path) and optional C(read_only), C(file).
+    type: dict
+    default: {}
+  kubelet:
+    description: KubeletConfiguration keys (the kubelet role's settings).
+    type: dict
+    default: {}
+  kube_proxy_metrics_bind_address:
+    description: kube-proxy's metrics address (CIS 4.3.1 wants loopback).
+    type: str
+    default: 127.0.0.1:10249
+  join:
+    description: Render a JoinConfiguration instead, with C(api_server_endpoint), C(token), C(ca_cert_hashes), and for a
+      control-plane node C(control_plane=true) and C(certificate_key).
+    type: dict
+  backup_dir:
+    description: Where the previous file is copied.
+    type: path
+    default: /var/backups/kubeharden
+author:
+  - kubeharden
+"""
+
+EXAMPLES = r"""
+- name: Render the first control-plane node's kubeadm configuration
+  kubeharden_kubeadm_config:
+    kubernetes_version: v1.31.4
+    advertise_address: 192.0.2.10
+    node_name: cp1
+    flags:
+      kube-apiserver: {profiling: "false"}
+"""
+
+RETURN = r"""
+api_version:
+  description: The kubeadm API version rendered.
+  returned: always
+  type: str
+  sample: kubeadm.k8s.io/v1beta4
+kinds:
+  description: The documents written, in order.
+  returned: always
+  type: list
+  elements: str
+path:
+  description: The file written.
+  returned: always
+  type: str
+"""
+
+import os
+
+import yaml
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kubeharden_files import DEFAULT_BACKUP_DIR, atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_kubeadm import ConfigError, api_version, parse_version, render
+
+SECRET_KEYS = ("token", "certificateKey")
+
+
+def dump(documents: list[dict]) -> str:
+    return "---\n".join(yaml.safe_dump(d, sort_keys=False, default_flow_style=False) for d in documents)
+
+
+def redacted(text: str) -> str:
+    lines = []
+    for line in text.splitlines(keepends=True):
+        key = line.strip().split(":", 1)[0]
+        lines.append(line.split(":", 1)[0] + ": <redacted>\n" if key in SECRET_KEYS else line)
+    return "".join(lines)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "default": "/etc/kubernetes/kubeadm-config.yaml"},
+            "kubernetes_version": {"type": "str", "required": True},
+            "advertise_address": {"type": "str", "required": True},
+            "node_name": {"type": "str", "required": True},
+            "bind_port": {"type": "int", "default": 6443},
+            "control_plane_endpoint": {"type": "str"},
+            "service_subnet": {"type": "str", "default": "10.96.0.0/12"},
+            "pod_subnet": {"type": "str"},
+            "cluster_name": {"type": "str", "default": "kubernetes"},
+            "flags": {"type": "dict", "default": {}},
+            "extra_args": {"type": "dict", "default": {}},
+            "volumes": {"type": "dict", "default": {}},
+            "kubelet": {"type": "dict", "default": {}},
+            "kube_proxy_metrics_bind_address": {"type": "str", "default": "127.0.0.1:10249"},
+            "join": {"type": "dict", "no_log": True},
+            "backup_dir": {"type": "path", "default": DEFAULT_BACKUP_DIR},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        unknown = sorted((set(p["flags"]) | set(p["extra_args"]) | set(p["volumes"]))
+                         - {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"})
+        if unknown:
+            raise ConfigError(f"flags, extra_args and volumes take kube-apiserver, kube-controller-manager, "
+                              f"kube-scheduler or etcd, not {', '.join(unknown)}")
+        documents = render(p)
+    except ConfigError as exc:
+        module.fail_json(msg=str(exc))
+    content = dump(documents)
+    current = read_or_empty(p["path"])
+    result = {"changed": current != content, "path": p["path"], "kinds": [d["kind"] for d in documents],
+              "api_version": api_version(parse_version(p["kubernetes_version"]))}
+    if result["changed"]:
+        result["diff"] = {"before": redacted(current), "after": redacted(content), "before_header": p["path"],
+                          "after_header": p["path"]}
+        if not module.check_mode:
+            os.makedirs(os.path.dirname(p["path"]), mode=0o755, exist_ok=True)
+            if current:
+                backup(p["path"], p["backup_dir"])
+            atomic_write(p["path"], content, mode=0o600)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
