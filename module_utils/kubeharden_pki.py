@@ -369,8 +369,11 @@ def find_issuer(item: Item, cas: list[Item]) -> Item | None:
     assert item.cert is not None
     if item.cert.self_signed:
         return item
-    return next((ca for ca in cas if ca.cert and ca.cert.subject_der == item.cert.issuer_der
-                 and ca.managed_by != "copy"), None)
+    candidates = [ca for ca in cas if ca.cert and ca.cert.subject_der == item.cert.issuer_der
+                  and ca.managed_by != "copy"]
+    # A CA whose key is on the node first (kubeadm's etcd CA over a host etcd's copy of its certificate).
+    candidates.sort(key=lambda ca: not os.path.exists(ca.path[:-4] + ".key"))
+    return candidates[0] if candidates else None
 
 
 def verify_chain(item: Item, issuer: Item) -> str:

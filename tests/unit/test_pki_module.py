@@ -239,3 +239,16 @@ def test_kubeadm_asked_for_but_missing_is_a_clear_error(tmp_path):
     result = run_module("kubeharden_pki", args)
     assert result["failed"] and "renew_with=kubeadm, but kubeadm is not installed on this node" in result["msg"]
     assert snapshot(Path(args["pki_dir"])) == before
+
+
+def test_the_issuer_with_its_key_on_the_node_comes_first(tmp_path):
+    args = node(tmp_path)
+    pki_dir = Path(args["pki_dir"])
+    copy_dir = tmp_path / "etc/etcd/pki"  # a host etcd's copy of the CA certificate, without its key
+    copy_dir.mkdir(parents=True)
+    (copy_dir / "ca.crt").write_bytes((pki_dir / "etcd/ca.crt").read_bytes())
+    items = [node_pki._file_item(str(p)) for p in (copy_dir / "ca.crt", pki_dir / "etcd/ca.crt",
+                                                   pki_dir / "etcd/server.crt")]
+    for item in items:
+        item.cert = node_pki.parse_certificate(node_pki.pem_der(item.cert_pem))
+    assert node_pki.find_issuer(items[2], items[:2]).path == str(pki_dir / "etcd/ca.crt")
