@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeharden import catalogue
+from kubeharden.runner import Progress, RunError, run_playbook
 
-PROJECT_ROOT = Path(os.environ.get("KUBEHARDEN_HOME", Path(__file__).resolve().parent.parent))
 AUDIT_TASK = "Evaluate every control that applies to the node"
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -29,6 +28,7 @@ class AuditReport:
     results: dict[str, list[dict]] = field(default_factory=dict)  # node -> results
     host_errors: dict[str, str] = field(default_factory=dict)  # node -> why it could not be audited
     certificates: dict[str, list[dict]] = field(default_factory=dict)  # node -> certificates with days left
+    artifacts: str = ""  # ansible-runner's artifact directory of the run
 
     def failing(self, fail_on: str = "low") -> dict[str, list[dict]]:
         threshold = SEVERITY_RANK[fail_on]
@@ -40,6 +40,14 @@ class AuditReport:
         if self.host_errors or any(r["status"] == "error" for rs in self.results.values() for r in rs):
             return EXIT_ERROR
         return EXIT_FAILED if any(self.failing(fail_on).values()) else EXIT_OK
+
+    def node_entry(self, node: str) -> dict:
+        """What a history record keeps of the node: its score, counts and every result."""
+        results = self.results[node]
+        return {"score": self.score(node), "counts": dict(Counter(r["status"] for r in results)),
+                "results": [{k: r.get(k) for k in ("id", "status", "expected", "evidence", "reason")} for r in results],
+                "certificates": [{k: c.get(k) for k in ("name", "subject", "days_left", "managed_by")}
+                                 for c in self.certificates.get(node, [])]}
 
     def score(self, node: str) -> float:
         counts = Counter(r["status"] for r in self.results[node])
@@ -60,38 +68,25 @@ def check_inventory(inventory: str) -> None:
 
 
 def run_audit(inventory: str, limit: str | None = None, include: list[str] | None = None,
-              skip: list[str] | None = None) -> AuditReport:
-    import ansible_runner
-
-    playbook = PROJECT_ROOT / "playbooks" / "audit.yml"
-    if not playbook.exists():
-        raise AuditError(f"{playbook} not found: run kubeharden from its checkout or set KUBEHARDEN_HOME")
+              skip: list[str] | None = None, *, run_id: str = "audit", artifacts_dir: Path | None = None,
+              progress: Progress | None = None) -> AuditReport:
     check_inventory(inventory)
     controls = catalogue.select(catalogue.load(), include, skip)
     if not controls:
         raise AuditError("no control matches --controls/--skip")
     report = AuditReport({c["id"]: c for c in controls})
-    with tempfile.TemporaryDirectory(prefix="kubeharden-audit-") as private:
-        runner = ansible_runner.run(
-            private_data_dir=private, playbook=str(playbook), inventory=str(Path(inventory).absolute()),
-            extravars={"kubeharden_controls": controls}, limit=limit, quiet=True,
-            envvars={"ANSIBLE_CONFIG": str(PROJECT_ROOT / "ansible.cfg"),
-                     "ANSIBLE_LIBRARY": str(PROJECT_ROOT / "modules"),
-                     "ANSIBLE_MODULE_UTILS": str(PROJECT_ROOT / "module_utils"),
-                     "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true"},
-        )
-        for event in runner.events:
-            data = event.get("event_data", {})
-            host = data.get("host")
-            if event["event"] == "runner_on_unreachable":
-                report.host_errors[host] = "unreachable: " + str(data.get("res", {}).get("msg", "")).strip()
-            elif event["event"] == "runner_on_failed" and not data.get("ignore_errors"):
-                report.host_errors[host] = f"{data.get('task')}: {data.get('res', {}).get('msg', 'failed')}"
-            elif event["event"] == "runner_on_ok" and data.get("task") == AUDIT_TASK:
-                report.results[host] = data["res"]["results"]
-                report.certificates[host] = data["res"].get("certificates", [])
-        if runner.rc != 0 and not report.host_errors:
-            report.host_errors["(play)"] = f"ansible-playbook exited with {runner.rc}: {runner.stdout.read()[-600:]}"
+    try:
+        run = run_playbook("audit.yml", inventory, run_id=run_id, artifacts_dir=artifacts_dir,
+                           extravars={"kubeharden_controls": controls}, limit=limit, progress=progress)
+    except RunError as error:
+        raise AuditError(str(error)) from None
+    for event in run.events:
+        data = event.get("event_data", {})
+        if event["event"] == "runner_on_ok" and data.get("task") == AUDIT_TASK:
+            report.results[data["host"]] = data["res"]["results"]
+            report.certificates[data["host"]] = data["res"].get("certificates", [])
+    report.host_errors = run.host_errors()
+    report.artifacts = run.artifacts
     return report
 
 

@@ -8,10 +8,11 @@ import os
 import sys
 from dataclasses import asdict
 
-from kubeharden import __version__
+from kubeharden import __version__, drift, history, report
 from kubeharden.audit import FORMATS, AuditError, run_audit, to_table
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
+from kubeharden.runner import Progress, RunError
 
 EXIT_ERROR = 2
 
@@ -63,22 +64,90 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--fail-on", choices=("low", "medium", "high"), default="low",
                        help="lowest severity whose failure gives exit code 1 (default: low)")
     audit.add_argument("-v", "--verbose", action="store_true", help="table: list every control, not only failures")
+    _run_arguments(audit)
+
+    check = commands.add_parser(
+        "drift", help="which controls drifted from the hardened state, the diff that restores them, and the fix",
+        description="Runs the audit and playbooks/site.yml in check and diff mode. Exit codes: 0 no drift; 1 a "
+                    "control drifted (after --remediate: still drifted); 2 a node could not be checked or remediated.")
+    check.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
+    check.add_argument("--limit", help="Ansible host pattern to check only some nodes")
+    check.add_argument("--format", choices=sorted(drift.FORMATS), default="table")
+    check.add_argument("--output", help="write the report to this file instead of standard output")
+    check.add_argument("--remediate", action="store_true",
+                       help="apply the fixes of the drifted controls only (site.yml by tag), then check again")
+    _run_arguments(check)
+
+    show = commands.add_parser("report", help="what changed since the previous run; --html writes a report page")
+    show.add_argument("--html", metavar="FILE", help="write a self-contained HTML report to FILE")
+    show.add_argument("--state-dir", help="where runs are recorded (default: $KUBEHARDEN_STATE_DIR, "
+                                          "/var/lib/kubeharden for root, else ~/.local/state/kubeharden)")
     return parser
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", help="where runs are recorded (default: $KUBEHARDEN_STATE_DIR, "
+                                            "/var/lib/kubeharden for root, else ~/.local/state/kubeharden)")
+    parser.add_argument("--textfile-dir", metavar="DIR",
+                        help="also write kubeharden.prom here for node_exporter's textfile collector")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="a live status line per host on standard error (default: when it is a terminal)")
 
 
 def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()] if values else None
 
 
-def run_audit_command(args: argparse.Namespace) -> int:
-    report = run_audit(args.inventory, args.limit, _split(args.controls), _split(args.skip))
-    text = to_table(report, args.verbose) if args.format == "table" else FORMATS[args.format](report)
-    if args.output:
-        with open(args.output, "w") as handle:
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w") as handle:
             handle.write(text)
     else:
         sys.stdout.write(text)
-    return report.exit_code(args.fail_on)
+
+
+def write_textfile(directory: str, text: str) -> None:
+    """Atomically, so node_exporter never reads half a file (its textfile collector reads *.prom only)."""
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".kubeharden.prom.{os.getpid()}")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, os.path.join(directory, "kubeharden.prom"))
+
+
+def run_audit_command(args: argparse.Namespace) -> int:
+    state = history.state_dir(args.state_dir)
+    run_id = history.new_run_id("audit")
+    started = history.now_iso()
+    result = run_audit(args.inventory, args.limit, _split(args.controls), _split(args.skip), run_id=run_id,
+                       artifacts_dir=state / "artifacts", progress=Progress("audit", enabled=args.progress))
+    history.write_record(state, {"id": run_id, "kind": "audit", "time": started,
+                                 "inventory": os.path.abspath(args.inventory), "artifacts": result.artifacts,
+                                 "nodes": {node: result.node_entry(node) for node in result.results},
+                                 "errors": result.host_errors})
+    _emit(to_table(result, args.verbose) if args.format == "table" else FORMATS[args.format](result), args.output)
+    if args.textfile_dir:
+        write_textfile(args.textfile_dir, FORMATS["prometheus"](result))
+    return result.exit_code(args.fail_on)
+
+
+def run_drift_command(args: argparse.Namespace) -> int:
+    result = drift.run_drift(args.inventory, args.limit, history.state_dir(args.state_dir), args.remediate,
+                             args.progress)
+    _emit(drift.FORMATS[args.format](result), args.output)
+    if args.textfile_dir:
+        write_textfile(args.textfile_dir, drift.to_prometheus_drift(result))
+    return result.exit_code()
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    records = history.load_records(history.state_dir(args.state_dir))
+    sys.stdout.write(report.to_text(records))
+    if args.html:
+        report.write_html(records, args.html)
+        print(f"HTML report: {args.html}")
+    return 0
 
 
 def _print_status(status: dict) -> None:
@@ -123,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_lab(args)
         if args.command == "audit":
             return run_audit_command(args)
-    except (LabError, AuditError) as error:
+        if args.command == "drift":
+            return run_drift_command(args)
+        if args.command == "report":
+            return run_report_command(args)
+    except (LabError, AuditError, RunError, history.HistoryError) as error:
         print(f"kubeharden: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -448,10 +448,28 @@ def read_same_file(check: dict, state: Node) -> Observation:
 
 
 def read_nft_table(check: dict, state: Node) -> Observation:
+    """Whether the table is loaded; with `as_loaded`, whether it still holds exactly what the firewall role
+    loaded (its listing is saved when the load is confirmed), so a rule added or deleted by hand shows."""
     result = node.run(["nft", "list", "table", *check["table"].split()])
     present = result.returncode == 0
-    return Observation("present" if present else "absent", f"nft table {check['table']}: "
-                       + ("present" if present else "absent"))
+    if not check.get("as_loaded"):
+        return Observation("present" if present else "absent", f"nft table {check['table']}: "
+                           + ("present" if present else "absent"))
+    try:
+        loaded = node.read_text(check["as_loaded"])
+    except FileNotFoundError:
+        raise node.NotApplicable(f"{check['as_loaded']} is missing: the firewall role has not loaded "
+                                 f"{check['table']} on this node") from None
+    if not present:
+        return Observation("absent", f"nft table {check['table']}: absent")
+    if result.stdout == loaded:
+        return Observation("as loaded", f"nft table {check['table']}: as loaded ({check['as_loaded']})")
+    live_lines, loaded_lines = result.stdout.splitlines(), loaded.splitlines()
+    added = [line.strip() for line in live_lines if line not in loaded_lines]
+    removed = [line.strip() for line in loaded_lines if line not in live_lines]
+    detail = [f"{what}: {' | '.join(lines)}" for what, lines in (("added", added), ("removed", removed)) if lines]
+    return Observation("changed", f"nft table {check['table']} differs from what the firewall role loaded: "
+                       + ("; ".join(detail) or "order changed"))
 
 
 def read_etcd_encryption(check: dict, state: Node) -> Observation:

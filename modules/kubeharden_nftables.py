@@ -171,7 +171,11 @@ def main() -> None:
     drifted = live.returncode != 0 or live.stdout != read(loaded_listing)
     result = {"changed": text != persisted or drifted, "ruleset": text, "rollback_armed": False,
               "drifted": drifted and text == persisted}
-    if result["changed"]:
+    if result["drifted"]:  # rules changed by hand: the diff shows what reloading the table restores
+        result["diff"] = {"before": live.stdout if live.returncode == 0 else "", "after": read(loaded_listing) or "",
+                          "before_header": f"nft list table {p['table']} (live)",
+                          "after_header": f"{loaded_listing} (as loaded)"}
+    elif result["changed"]:
         result["diff"] = {"before": persisted or "", "after": text, "before_header": p["persist_path"],
                           "after_header": p["persist_path"]}
     if not result["changed"] or module.check_mode:

@@ -39,6 +39,37 @@ SECTIONS = {
     "KH-PKI": "KH-PKI Certificates", "KH-FW": "KH-FW Firewall",
 }
 
+# The role tag that runs the fix of each section (longest prefix wins), so `kubeharden drift --remediate` and
+# `ansible-playbook --tags` can run only what repairs a control. An entry may name its own
+# `remediation.tags` (a list; empty where no playbook task fixes it).
+REMEDIATION_TAGS = {
+    "1.1": "control_plane_files", "1.1.11": "control_plane_etcd", "1.1.12": "control_plane_etcd",
+    "1.1.19": "pki_certificates", "1.1.20": "pki_certificates", "1.1.21": "pki_certificates",
+    "1.2": "control_plane_apiserver", "1.3": "control_plane_controller_manager", "1.4": "control_plane_scheduler",
+    "2": "etcd_tls", "4.1": "kubelet_files", "4.2": "kubelet_config",
+    "KH-OS-1": "node_os_sysctl", "KH-OS-2": "node_os_kernel_modules", "KH-OS-3": "node_os_mounts",
+    "KH-OS-4": "node_os_files", "KH-OS-5": "node_os_accounts", "KH-OS-6": "node_os_auditd",
+    "KH-OS-7": "node_os_aide", "KH-OS-8": "node_os_ssh", "KH-OS-9": "node_os_services",
+    "KH-K8S": "control_plane_apiserver", "KH-PKI": "pki_certificates", "KH-ETCD": "etcd_encryption",
+    "KH-FW": "firewall",
+}
+
+
+def _longest_prefix(control_id: str, table: dict[str, str]) -> str | None:
+    best = ""
+    for prefix in table:
+        if matches(control_id, prefix) and len(prefix) > len(best):
+            best = prefix
+    return table[best] if best else None
+
+
+def remediation_tags(control: dict) -> list[str]:
+    explicit = control["remediation"].get("tags")
+    if explicit is not None:
+        return list(explicit)
+    tag = _longest_prefix(control["id"], REMEDIATION_TAGS)
+    return [tag] if tag else []
+
 
 class CatalogueError(ValueError):
     pass
@@ -46,11 +77,7 @@ class CatalogueError(ValueError):
 
 def section_of(control_id: str) -> str:
     """The longest SECTIONS prefix of the ID that ends at a separator."""
-    best = ""
-    for prefix in SECTIONS:
-        if matches(control_id, prefix) and len(prefix) > len(best):
-            best = prefix
-    return SECTIONS.get(best, "Other")
+    return _longest_prefix(control_id, SECTIONS) or "Other"
 
 
 def matches(control_id: str, selector: str) -> bool:
@@ -89,6 +116,10 @@ def validate(controls: list[dict]) -> None:
         remediation = control.get("remediation") or {}
         if not remediation.get("role") or not remediation.get("variable"):
             problems.append(f"{cid}: remediation needs a role and a variable")
+        elif not isinstance(remediation.get("tags", []), list):
+            problems.append(f"{cid}: remediation.tags must be a list")
+        elif "tags" not in remediation and not _longest_prefix(cid, REMEDIATION_TAGS):
+            problems.append(f"{cid}: no remediation tag (REMEDIATION_TAGS or remediation.tags)")
     if problems:
         raise CatalogueError("invalid catalogue:\n  " + "\n  ".join(problems))
 
@@ -103,6 +134,7 @@ def _load(directory: str) -> tuple[dict, ...]:
     validate(controls)
     for control in controls:
         control["section"] = section_of(control["id"])
+        control["remediation"]["tags"] = remediation_tags(control)
     return tuple(controls)
 
 
@@ -141,6 +173,7 @@ def render_markdown(controls: list[dict]) -> str:
                          if k != "reason" and not isinstance(v, (list, dict)))
         kind = control["type"] + (", required" if control.get("required") else "")
         fix = f"`{control['remediation']['role']}`: `{control['remediation']['variable']}`"
+        fix += f" (tags {', '.join(control['remediation']['tags'])})" if control["remediation"]["tags"] else " (no tag)"
         title = control["title"].replace("|", "\\|")
         lines.append(f"| {control['id']} | {title} ({kind}) | {control['severity']} | "
                      f"{', '.join(control['node_roles'])} | {what.replace('|', chr(92) + '|')} | {fix} |")

@@ -1,0 +1,82 @@
+"""Run history: one JSON record per audit or drift run, in a state directory only its owner can read.
+
+Layout: `<state>/history/<run id>.json` (newest `KEEP_RECORDS` kept) and `<state>/artifacts/<run id>/`
+(ansible-runner's artifacts of the run). The state directory is `--state-dir`, else `$KUBEHARDEN_STATE_DIR`,
+else `/var/lib/kubeharden` for root and `~/.local/state/kubeharden` for anyone else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+KEEP_RECORDS = 500
+RECORD_VERSION = 1
+
+
+class HistoryError(RuntimeError):
+    pass
+
+
+def state_dir(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit).absolute()
+    if os.environ.get("KUBEHARDEN_STATE_DIR"):
+        return Path(os.environ["KUBEHARDEN_STATE_DIR"]).absolute()
+    if os.geteuid() == 0:
+        return Path("/var/lib/kubeharden")
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "kubeharden"
+
+
+def new_run_id(kind: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{kind}-{secrets.token_hex(2)}"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_record(state: Path, record: dict) -> Path:
+    """Atomically, 0600; then drops the oldest records beyond KEEP_RECORDS."""
+    directory = state / "history"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state, 0o700)
+    path = directory / f"{record['id']}.json"
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".record-")
+    with os.fdopen(handle, "w") as out:
+        json.dump({"version": RECORD_VERSION, **record}, out, indent=1, sort_keys=True)
+    os.replace(temporary, path)
+    for old in sorted(directory.glob("*.json"))[:-KEEP_RECORDS]:
+        old.unlink()
+    return path
+
+
+def load_records(state: Path) -> list[dict]:
+    """Every readable record, oldest first. A record that cannot be parsed is reported, not skipped silently."""
+    records, broken = [], []
+    for path in sorted((state / "history").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            broken.append(f"{path}: {error}")
+            continue
+        if record.get("version") != RECORD_VERSION or "nodes" not in record:
+            broken.append(f"{path}: not a kubeharden record of version {RECORD_VERSION}")
+            continue
+        records.append(record)
+    if broken:
+        raise HistoryError("unreadable history records (move them away to go on):\n  " + "\n  ".join(broken))
+    return sorted(records, key=lambda r: (r["time"], r["id"]))
+
+
+def last_node_record(records: list[dict], node: str, kinds: tuple[str, ...]) -> dict | None:
+    """The node's entry in the newest record of one of `kinds` that holds it."""
+    for record in reversed(records):
+        if record["kind"] in kinds and node in record["nodes"]:
+            return record["nodes"][node]
+    return None

@@ -1,0 +1,119 @@
+"""One way to run kubeharden's playbooks: through ansible-runner, keeping each run's artifacts.
+
+The audit and drift commands share it: the same environment (kubeharden's modules, its ansible.cfg), the
+artifacts of every run under the state directory (`artifacts/<run id>`, the newest kept), an optional
+live status line per host, and the changes recorded by the `kubeharden_changes` callback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(os.environ.get("KUBEHARDEN_HOME", Path(__file__).resolve().parent.parent))
+CALLBACK_DIR = Path(__file__).resolve().parent / "ansible_plugins" / "callback"
+KEEP_ARTIFACTS = 20
+
+
+class RunError(RuntimeError):
+    """A playbook could not be run at all (missing playbook, bad inventory)."""
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    events: list[dict]
+    changes: list[dict] = field(default_factory=list)  # kubeharden_changes records
+    artifacts: str = ""
+    stdout_tail: str = ""
+
+    def host_errors(self) -> dict[str, str]:
+        errors = {}
+        for event in self.events:
+            data = event.get("event_data", {})
+            host = data.get("host")
+            if event["event"] == "runner_on_unreachable":
+                errors[host] = "unreachable: " + str(data.get("res", {}).get("msg", "")).strip()
+            elif event["event"] == "runner_on_failed" and not data.get("ignore_errors"):
+                errors.setdefault(host, f"{data.get('task')}: {data.get('res', {}).get('msg', 'failed')}")
+        if self.rc != 0 and not errors:
+            errors["(play)"] = f"ansible-playbook exited with {self.rc}: {self.stdout_tail}"
+        return errors
+
+
+class Progress:
+    """A one-line, per-host status on a terminal: tasks done, changed and failed, and the current task."""
+
+    def __init__(self, label: str, stream=None, enabled: bool | None = None):
+        self.label, self.stream = label, stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.done: dict[str, Counter] = {}
+        self.task, self.started, self.last = "", time.monotonic(), 0.0
+
+    def __call__(self, event: dict) -> bool:
+        kind, data = event.get("event", ""), event.get("event_data", {})
+        if kind == "playbook_on_task_start":
+            self.task = data.get("task", "")
+        elif kind.startswith("runner_on_") and data.get("host"):
+            counts = self.done.setdefault(data["host"], Counter())
+            counts["failed" if kind in ("runner_on_failed", "runner_on_unreachable") else "done"] += 1
+            if data.get("res", {}).get("changed"):
+                counts["changed"] += 1
+        if self.enabled and time.monotonic() - self.last > 0.2:
+            self.last = time.monotonic()
+            self.stream.write("\r\033[K" + self.line())
+            self.stream.flush()
+        return True
+
+    def line(self) -> str:
+        hosts = " ".join(f"{host} {c['done']} ok" + (f"/{c['changed']} changed" if c["changed"] else "")
+                         + (f"/{c['failed']} failed" if c["failed"] else "") for host, c in sorted(self.done.items()))
+        return f"[{self.label} {time.monotonic() - self.started:4.0f}s] {hosts} | {self.task}"[:200]
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path | None, extravars: dict | None = None,
+                 limit: str | None = None, tags: list[str] | None = None, check: bool = False,
+                 progress: Progress | None = None) -> PlaybookRun:
+    import ansible_runner
+
+    playbook = PROJECT_ROOT / "playbooks" / name
+    if not playbook.exists():
+        raise RunError(f"{playbook} not found: run kubeharden from its checkout or set KUBEHARDEN_HOME")
+    cmdline = " ".join((["--check", "--diff"] if check else []) + (["--tags", ",".join(tags)] if tags else [])) or None
+    with tempfile.TemporaryDirectory(prefix="kubeharden-run-") as private:
+        changes_file = Path(private) / "changes.jsonl"
+        envvars = {
+            "ANSIBLE_CONFIG": str(PROJECT_ROOT / "ansible.cfg"),
+            "ANSIBLE_LIBRARY": str(PROJECT_ROOT / "modules"),
+            "ANSIBLE_MODULE_UTILS": str(PROJECT_ROOT / "module_utils"),
+            "ANSIBLE_ROLES_PATH": str(PROJECT_ROOT / "roles"),
+            "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
+            "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_DIR),
+            "ANSIBLE_CALLBACKS_ENABLED": "kubeharden_changes",
+            "KUBEHARDEN_CHANGES_FILE": str(changes_file),
+        }
+        options = {}
+        if artifacts_dir is not None:
+            artifacts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            options = {"artifact_dir": str(artifacts_dir), "ident": run_id, "rotate_artifacts": KEEP_ARTIFACTS}
+        runner = ansible_runner.run(
+            private_data_dir=private, playbook=str(playbook), inventory=str(Path(inventory).absolute()),
+            extravars=extravars or {}, limit=limit, cmdline=cmdline,
+            quiet=True, envvars=envvars, event_handler=progress, **options)
+        if progress:
+            progress.close()
+        changes = [json.loads(line) for line in changes_file.read_text().splitlines()] if changes_file.exists() else []
+        events = list(runner.events)
+        tail = runner.stdout.read()[-600:] if runner.rc != 0 else ""
+        return PlaybookRun(runner.rc, events, changes, str(Path(runner.config.artifact_dir)) if options else "", tail)
