@@ -60,3 +60,9 @@ def run_module(module: str, args: dict, check: bool = False, diff: bool = False)
                 "stdout": completed.stdout}
     finally:
         shutil.rmtree(tree)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_state_dir(tmp_path_factory):
+    """Runs the tests record (kubeharden audit and drift) go to a directory of this session, not the machine's."""
+    os.environ["KUBEHARDEN_STATE_DIR"] = str(tmp_path_factory.mktemp("kubeharden-state"))
