@@ -45,7 +45,10 @@ class AuditReport:
         """What a history record keeps of the node: its score, counts and every result."""
         results = self.results[node]
         return {"score": self.score(node), "counts": dict(Counter(r["status"] for r in results)),
-                "results": [{k: r.get(k) for k in ("id", "status", "expected", "evidence", "reason")} for r in results],
+                # Passing results keep only their status: records stay small for large fleets.
+                "results": [{k: r.get(k) for k in (("id", "status") if r["status"] == "pass" else
+                                                   ("id", "status", "expected", "evidence", "reason"))}
+                            for r in results],
                 "certificates": [{k: c.get(k) for k in ("name", "subject", "days_left", "managed_by")}
                                  for c in self.certificates.get(node, [])]}
 

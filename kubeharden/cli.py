@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("report", help="what changed since the previous run; --html writes a report page")
     show.add_argument("--html", metavar="FILE", help="write a self-contained HTML report to FILE")
+    show.add_argument("--runs", type=int, default=50, help="how many recent runs to read (default: 50)")
     show.add_argument("--state-dir", help="where runs are recorded (default: $KUBEHARDEN_STATE_DIR, "
                                           "/var/lib/kubeharden for root, else ~/.local/state/kubeharden)")
     return parser
@@ -142,7 +143,7 @@ def run_drift_command(args: argparse.Namespace) -> int:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
-    records = history.load_records(history.state_dir(args.state_dir))
+    records = history.load_records(history.state_dir(args.state_dir), last=args.runs)
     sys.stdout.write(report.to_text(records))
     if args.html:
         report.write_html(records, args.html)

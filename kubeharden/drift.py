@@ -72,7 +72,7 @@ class DriftReport:
         return record
 
 
-def check(inventory: str, limit: str | None, state: Path, records: list[dict], progress: bool | None) -> DriftReport:
+def check(inventory: str, limit: str | None, state: Path, progress: bool | None) -> DriftReport:
     run_id = history.new_run_id("drift")
     started = history.now_iso()
     artifacts = state / "artifacts"
@@ -82,10 +82,10 @@ def check(inventory: str, limit: str | None, state: Path, records: list[dict], p
                        limit=limit, check=True, progress=Progress("check", enabled=progress))
     report = DriftReport(run_id, started, audit, errors=dict(audit.host_errors))
     check_errors = run.host_errors()
+    previous = history.baselines(state, sorted(audit.results), ("drift", "remediate"))
     for node, results in sorted(audit.results.items()):
         changes = [change for change in run.changes if change["host"] == node]
-        previous = history.last_node_record(records, node, ("drift", "remediate"))
-        report.nodes[node] = classify(audit.controls, results, changes, previous)
+        report.nodes[node] = classify(audit.controls, results, changes, previous.get(node))
         if node in check_errors:
             report.nodes[node]["check_error"] = check_errors[node]
             report.errors[node] = f"check mode: {check_errors[node]}"
@@ -97,8 +97,7 @@ def check(inventory: str, limit: str | None, state: Path, records: list[dict], p
 def run_drift(inventory: str, limit: str | None = None, state: Path | None = None, remediate: bool = False,
               progress: bool | None = None) -> DriftReport:
     state = state or history.state_dir()
-    records = history.load_records(state)
-    report = check(inventory, limit, state, records, progress)
+    report = check(inventory, limit, state, progress)
     history.write_record(state, report.record(inventory, "drift"))
     drifted = report.drifted()
     if not remediate or not drifted:
@@ -109,7 +108,7 @@ def run_drift(inventory: str, limit: str | None = None, state: Path | None = Non
     run = run_playbook(HARDENING_PLAYBOOK, inventory, run_id=f"{report.run_id}-remediate",
                        artifacts_dir=state / "artifacts", limit=",".join(sorted(drifted)), tags=tags,
                        progress=Progress("remediate", enabled=progress))
-    after = check(inventory, limit, state, [*records, report.record(inventory, "drift")], progress)
+    after = check(inventory, limit, state, progress)  # the record just written is its baseline
     after.remediation = {"tags": tags, "nodes": sorted(drifted), "rc": run.rc, "errors": run.host_errors(),
                          "fixed": {node: [cid for cid in ids if cid not in after.nodes.get(node, {}).get("drifted", [])
                                           and _status(after.audit, node, cid) == "pass"]

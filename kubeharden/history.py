@@ -14,7 +14,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-KEEP_RECORDS = 500
+KEEP_RECORDS = 200
 RECORD_VERSION = 1
 
 
@@ -52,31 +52,44 @@ def write_record(state: Path, record: dict) -> Path:
         json.dump({"version": RECORD_VERSION, **record}, out, indent=1, sort_keys=True)
     os.replace(temporary, path)
     for old in sorted(directory.glob("*.json"))[:-KEEP_RECORDS]:
-        old.unlink()
+        old.unlink(missing_ok=True)  # another run may prune at the same time
     return path
 
 
-def load_records(state: Path) -> list[dict]:
-    """Every readable record, oldest first. A record that cannot be parsed is reported, not skipped silently."""
-    records, broken = [], []
-    for path in sorted((state / "history").glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            broken.append(f"{path}: {error}")
-            continue
-        if record.get("version") != RECORD_VERSION or "nodes" not in record:
-            broken.append(f"{path}: not a kubeharden record of version {RECORD_VERSION}")
-            continue
+def _read(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise HistoryError(f"unreadable history record {path} (move it away to go on): {error}") from None
+    if record.get("version") != RECORD_VERSION or "nodes" not in record:
+        raise HistoryError(f"{path} is not a kubeharden record of version {RECORD_VERSION} (move it away to go on)")
+    return record
+
+
+def newest_first(state: Path):
+    """Records, newest first, read one at a time (run IDs start with their UTC time, so names sort by age)."""
+    for path in sorted((state / "history").glob("*.json"), reverse=True):
+        yield _read(path)
+
+
+def load_records(state: Path, last: int | None = None) -> list[dict]:
+    """The newest `last` records (all when None), oldest first. An unreadable record is reported by name."""
+    records = []
+    for record in newest_first(state):
+        if last is not None and len(records) >= last:
+            break
         records.append(record)
-    if broken:
-        raise HistoryError("unreadable history records (move them away to go on):\n  " + "\n  ".join(broken))
     return sorted(records, key=lambda r: (r["time"], r["id"]))
 
 
-def last_node_record(records: list[dict], node: str, kinds: tuple[str, ...]) -> dict | None:
-    """The node's entry in the newest record of one of `kinds` that holds it."""
-    for record in reversed(records):
-        if record["kind"] in kinds and node in record["nodes"]:
-            return record["nodes"][node]
-    return None
+def baselines(state: Path, nodes: list[str], kinds: tuple[str, ...]) -> dict[str, dict]:
+    """Each node's entry in the newest record of one of `kinds` that holds it; reads only as far back as needed."""
+    found: dict[str, dict] = {}
+    wanted = set(nodes)
+    for record in newest_first(state):
+        if record["kind"] in kinds:
+            missing = wanted - found.keys()
+            found.update({node: entry for node, entry in record["nodes"].items() if node in missing})
+        if len(found) == len(nodes):
+            break
+    return found

@@ -47,7 +47,7 @@ def to_text(records: list[dict]) -> str:
     if not records:
         return "no runs recorded yet (kubeharden audit or kubeharden drift records one)\n"
     latest = records[-1]
-    lines = [f"latest run: {latest['id']} ({latest['kind']}, {latest['time']}), {len(records)} run(s) recorded"]
+    lines = [f"latest run: {latest['id']} ({latest['kind']}, {latest['time']}); {len(records)} run(s) read"]
     for node, delta in changes(records).items():
         since = f"since {delta['previous']}" if delta["previous"] else "first run of this node"
         score = (f"score {delta['score_before']}% -> {delta['score']}%" if delta["previous"]
@@ -103,7 +103,7 @@ def to_html(records: list[dict], trend_runs: int = 30) -> str:
     latest = records[-1]
     delta = changes(records)
     parts = [f"<h1>kubeharden report</h1><p class='muted'>Latest run {e(latest['id'])} ({e(latest['kind'])}) at "
-             f"{e(latest['time'])}; {len(records)} run(s) recorded; inventory {e(latest.get('inventory', ''))}</p>",
+             f"{e(latest['time'])}; {len(records)} recent run(s); inventory {e(latest.get('inventory', ''))}</p>",
              "<div class='cards'>"]
     for node, entry in sorted(latest["nodes"].items()):
         trend = [n["score"] for _, n in node_history(records, node)][-trend_runs:]

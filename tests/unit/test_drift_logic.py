@@ -118,8 +118,9 @@ def test_history_is_private_atomic_pruned_and_ordered(tmp_path, monkeypatch):
     assert oct((tmp_path / "history").stat().st_mode & 0o777) == "0o700"
     records = history.load_records(tmp_path)
     assert [r["time"][:10] for r in records] == ["2026-11-22", "2026-11-23", "2026-11-24"]
-    assert history.last_node_record(records, "cp1", ("drift",)) is records[-1]["nodes"]["cp1"]
-    assert history.last_node_record(records, "cp1", ("audit",)) is None
+    assert [r["time"][:10] for r in history.load_records(tmp_path, last=2)] == ["2026-11-23", "2026-11-24"]
+    assert history.baselines(tmp_path, ["cp1", "w9"], ("drift",)) == {"cp1": records[-1]["nodes"]["cp1"]}
+    assert history.baselines(tmp_path, ["cp1"], ("audit",)) == {}
 
 
 def test_a_broken_record_is_reported_by_name(tmp_path):
