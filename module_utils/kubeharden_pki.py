@@ -19,6 +19,7 @@ import secrets
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from functools import cache
 
 PKI_DIR = "/etc/kubernetes/pki"
 KUBECONFIG_DIR = "/etc/kubernetes"
@@ -358,11 +359,17 @@ def openssl(args: list[str], stdin: str | None = None) -> subprocess.CompletedPr
     return subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True, check=False, timeout=60)
 
 
+@cache  # asked for the same key by the renewal's preflight and by the inventory
 def public_key_der(key_pem: str) -> bytes | None:
     """The SubjectPublicKeyInfo of a private key (None when openssl cannot read the key)."""
     result = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=key_pem.encode(),
                             capture_output=True, check=False, timeout=60)
     return result.stdout if result.returncode == 0 else None
+
+
+def ca_key_path(ca: Item) -> str:
+    """kubeadm keeps a CA's key beside its certificate: ca.crt -> ca.key."""
+    return ca.path[:-4] + ".key"
 
 
 def find_issuer(item: Item, cas: list[Item]) -> Item | None:
@@ -372,7 +379,7 @@ def find_issuer(item: Item, cas: list[Item]) -> Item | None:
     candidates = [ca for ca in cas if ca.cert and ca.cert.subject_der == item.cert.issuer_der
                   and ca.managed_by != "copy"]
     # A CA whose key is on the node first (kubeadm's etcd CA over a host etcd's copy of its certificate).
-    candidates.sort(key=lambda ca: not os.path.exists(ca.path[:-4] + ".key"))
+    candidates.sort(key=lambda ca: not os.path.exists(ca_key_path(ca)))
     return candidates[0] if candidates else None
 
 

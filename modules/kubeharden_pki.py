@@ -142,6 +142,7 @@ from ansible.module_utils.kubeharden_pki import (
     READERS,
     Item,
     PKIError,
+    ca_key_path,
     collect,
     describe,
     digest,
@@ -189,7 +190,7 @@ def preflight(due: list[tuple[Item, list[str]]], cas: list[Item]) -> dict[str, I
         if issuer is None or issuer is item:
             raise PKIError(f"{item.name} is due but its CA ({name_text(item.cert.issuer)}) is not on this node: "
                            "renew it where the CA and its key are")
-        ca_key = issuer.path[:-4] + ".key"
+        ca_key = ca_key_path(issuer)
         if not os.path.exists(ca_key):
             raise PKIError(f"{item.name} is due but the key of its CA {issuer.path} is missing ({ca_key}): "
                            "without the CA key nothing can be re-issued on this node")
@@ -205,7 +206,7 @@ def preflight(due: list[tuple[Item, list[str]]], cas: list[Item]) -> dict[str, I
 def renew_openssl(module: AnsibleModule, item: Item, issuer: Item, params: dict, now: dt.datetime) -> dict:
     old = item.cert
     assert old is not None and item.key_pem is not None and item.key_path is not None
-    ca_key = issuer.path[:-4] + ".key"
+    ca_key = ca_key_path(issuer)
     if params["new_key"] or weaknesses(old.key_type, old.key_bits, old.signature) or params["key_type"] != "keep":
         key_pem = generate_key(new_key_type(old, params["key_type"]), "BEGIN PRIVATE KEY" not in item.key_pem)
     else:

@@ -98,6 +98,18 @@ def private_public(path: str, text: str) -> bytes:
     return der
 
 
+def read_state(key_path: str, pub_path: str, next_path: str) -> tuple[bytes, list[bytes], bytes | None, str, str]:
+    """The signing key's public half, the published public keys, the staged key's public half, and the texts of
+    sa.pub and sa-next.key, as they are on disk now."""
+    key_text, pub_text, next_text = read_or_empty(key_path), read_or_empty(pub_path), read_or_empty(next_path)
+    signing = private_public(key_path, key_text)
+    published = [pem_der(block) for label, block in pem_blocks(pub_text) if label == "PUBLIC KEY"]
+    if pub_text.strip() and not published:
+        raise PKIError(f"{pub_path} holds no PEM public key: fix or restore it before rotating")
+    next_der = private_public(next_path, next_text) if next_text else None
+    return signing, published, next_der, pub_text, next_text
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -115,12 +127,7 @@ def main() -> None:
     try:
         if not os.path.exists(key_path):
             raise PKIError(f"{key_path} does not exist: this is not a kubeadm control-plane node")
-        key_text, pub_text, next_text = read_or_empty(key_path), read_or_empty(pub_path), read_or_empty(next_path)
-        signing = private_public(key_path, key_text)
-        published = [pem_der(block) for label, block in pem_blocks(pub_text) if label == "PUBLIC KEY"]
-        if pub_text.strip() and not published:
-            raise PKIError(f"{pub_path} holds no PEM public key: fix or restore it before rotating")
-        next_der = private_public(next_path, next_text) if next_text else None
+        signing, published, next_der, pub_text, next_text = read_state(key_path, pub_path, next_path)
         writes: list[tuple[str, str, int | None]] = []  # path, content, mode (None keeps it)
         removes: list[str] = []
         step = p["step"]
@@ -167,10 +174,7 @@ def main() -> None:
             for path in removes:
                 backup(path, p["backup_dir"])
                 os.unlink(path)
-            key_text, pub_text, next_text = read_or_empty(key_path), read_or_empty(pub_path), read_or_empty(next_path)
-            signing = private_public(key_path, key_text)
-            published = [pem_der(block) for label, block in pem_blocks(pub_text) if label == "PUBLIC KEY"]
-            next_der = private_public(next_path, next_text) if next_text else None
+            signing, published, next_der, pub_text, next_text = read_state(key_path, pub_path, next_path)
     except PKIError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result, signing=fingerprint(signing), published=[fingerprint(d) for d in published],
