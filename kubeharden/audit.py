@@ -52,6 +52,12 @@ class AuditReport:
                 "certificates": [{k: c.get(k) for k in ("name", "subject", "days_left", "managed_by")}
                                  for c in self.certificates.get(node, [])]}
 
+    def record(self, run_id: str, kind: str, started: str, inventory: str) -> dict:
+        """The run's history record (kubeharden.history)."""
+        return {"id": run_id, "kind": kind, "time": started, "inventory": str(Path(inventory).absolute()),
+                "nodes": {node: self.node_entry(node) for node in self.results}, "errors": dict(self.host_errors),
+                "artifacts": self.artifacts}
+
     def score(self, node: str) -> float:
         counts = Counter(r["status"] for r in self.results[node])
         decided = counts["pass"] + counts["fail"] + counts["error"]

@@ -123,10 +123,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
     started = history.now_iso()
     result = run_audit(args.inventory, args.limit, _split(args.controls), _split(args.skip), run_id=run_id,
                        artifacts_dir=state / "artifacts", progress=Progress("audit", enabled=args.progress))
-    history.write_record(state, {"id": run_id, "kind": "audit", "time": started,
-                                 "inventory": os.path.abspath(args.inventory), "artifacts": result.artifacts,
-                                 "nodes": {node: result.node_entry(node) for node in result.results},
-                                 "errors": result.host_errors})
+    history.write_record(state, result.record(run_id, "audit", started, args.inventory))
     _emit(to_table(result, args.verbose) if args.format == "table" else FORMATS[args.format](result), args.output)
     if args.textfile_dir:
         write_textfile(args.textfile_dir, FORMATS["prometheus"](result))

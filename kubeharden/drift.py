@@ -64,9 +64,9 @@ class DriftReport:
         return EXIT_DRIFTED if self.drifted() else EXIT_CLEAN
 
     def record(self, inventory: str, kind: str) -> dict:
-        nodes = {node: {**self.audit.node_entry(node), **entry} for node, entry in self.nodes.items()}
-        record = {"id": self.run_id, "kind": kind, "time": self.time, "inventory": str(Path(inventory).absolute()),
-                  "nodes": nodes, "errors": self.errors, "artifacts": self.audit.artifacts}
+        record = self.audit.record(self.run_id, kind, self.time, inventory)
+        record["nodes"] = {node: {**record["nodes"][node], **entry} for node, entry in self.nodes.items()}
+        record["errors"] = self.errors
         if self.remediation:
             record["remediation"] = self.remediation
         return record

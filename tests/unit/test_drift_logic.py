@@ -168,3 +168,11 @@ def test_progress_line_counts_per_host(tmp_path):
     progress.close()
     stream.seek(0)
     assert "[check" in stream.read()
+
+
+def test_records_keep_evidence_only_where_a_control_does_not_pass():
+    entry = audit_report().record("r1", "audit", "2026-11-28T12:00:00+00:00", "hosts.yml")["nodes"]["cp1"]
+    assert {"id": "1.2.2", "status": "pass"} in entry["results"]
+    assert {"id": "1.2.15", "status": "fail", "expected": "eq false", "evidence": "1.2.15 evidence",
+            "reason": ""} in entry["results"]
+    assert entry["score"] == 25.0 and entry["counts"] == {"fail": 3, "pass": 1}
