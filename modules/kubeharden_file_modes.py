@@ -11,6 +11,7 @@ description:
   - For each entry, removes the permission bits C(mode_max) does not allow (a file that is already stricter
     stays stricter, since this module never widens a mode) and sets the owner and group when given.
   - Missing files are reported in C(missing), not created.
+  - A symbolic link is refused unless its entry sets C(follow), which acts on the link's target.
   - With C(scan_roots), also lists set-uid/set-gid files not in C(suid_allowed) and world-writable files
     (not directories with the sticky bit) under those roots, staying on their file systems. The scan is cached
     in C(scan_cache) and redone only when the cache is older than C(scan_max_age) hours, when the package
@@ -18,7 +19,9 @@ description:
 version_added: "0.1.0"
 options:
   files:
-    description: Entries with C(path), C(mode_max) (octal string), and optional C(owner), C(group).
+    description:
+      - Entries with C(path), C(mode_max) (octal string), and optional C(owner), C(group), C(follow).
+      - C(paths) (a list) instead of C(path) gives several files the same limits.
     type: list
     elements: dict
     default: []
@@ -154,11 +157,15 @@ def main() -> None:
     )
     p = module.params
     plan = []
-    for entry in p["files"]:
+    # An entry with `paths` stands for one entry per path with the same mode, owner and group.
+    entries = [{**{k: v for k, v in entry.items() if k != "paths"}, "path": path}
+               for entry in p["files"] for path in (entry["paths"] if "paths" in entry else [entry.get("path")])]
+    for entry in entries:
         path, mode_max = entry.get("path"), str(entry.get("mode_max", ""))
-        unknown = set(entry) - {"path", "mode_max", "owner", "group"}
-        if not path or not os.path.isabs(path) or unknown:
-            module.fail_json(msg=f"files entry {entry!r}: needs an absolute path, mode_max, optional owner/group")
+        unknown = set(entry) - {"path", "mode_max", "owner", "group", "follow"}
+        if not path or not isinstance(path, str) or not os.path.isabs(path) or unknown:
+            module.fail_json(msg=f"files entry {entry!r}: needs an absolute path (or paths), mode_max, optional "
+                                 "owner, group, follow")
         try:
             limit = int(mode_max, 8)
             if not 0 <= limit <= 0o7777:
@@ -170,7 +177,7 @@ def main() -> None:
             gid = grp.getgrnam(entry["group"]).gr_gid if entry.get("group") else None
         except KeyError as exc:
             module.fail_json(msg=f"files entry {path}: no such user or group {exc.args[0]!r} on this node")
-        plan.append((path, limit, uid, gid))
+        plan.append((os.path.realpath(path) if entry.get("follow") else path, limit, uid, gid))
 
     result = {"changed": False, "changed_files": [], "missing": []}
     before_lines, after_lines = [], []

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.lab
 
 HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "KH-FW-2"}, "w1": {"4.2.1", "KH-OS-1.13"}}
 # What restores each change, as the check-mode diff shows it.
-RESTORING_LINES = {"1.1.13": '+  "mode": "0600",', "1.2.15": "+    - --profiling=false",
+RESTORING_LINES = {"1.1.13": "+/etc/kubernetes/admin.conf 0600 root:root", "1.2.15": "+    - --profiling=false",
                    "KH-FW-2": "-\t\ttcp dport 31337 accept", "4.2.1": "+    enabled: false",
                    "KH-OS-1.13": "+net.ipv4.conf.all.send_redirects = 0"}
 

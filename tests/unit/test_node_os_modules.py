@@ -86,6 +86,22 @@ def test_file_modes_tighten_never_widen_and_report_missing(tmp_path):
     assert nobody["failed"] and "no-such-user-here" in nobody["msg"] and stat.S_IMODE(loose.stat().st_mode) == 0o640
 
 
+def test_file_modes_refuse_a_symbolic_link_unless_told_to_follow_it(tmp_path):
+    target, link = tmp_path / "kubelet.service", tmp_path / "link.service"
+    target.write_text("")
+    target.chmod(0o644)
+    link.symlink_to(target)
+    refused = run_module("kubeharden_file_modes", {"files": [{"path": str(link), "mode_max": "0600"}]})
+    assert refused["failed"] and "symbolic link" in refused["msg"] and stat.S_IMODE(target.stat().st_mode) == 0o644
+    other = tmp_path / "other.conf"
+    other.write_text("")
+    other.chmod(0o664)
+    followed = run_module("kubeharden_file_modes", {"files": [{"paths": [str(link), str(other)], "mode_max": "0600",
+                                                               "follow": True}]})
+    assert followed["changed_files"] == [str(target), str(other)]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and stat.S_IMODE(other.stat().st_mode) == 0o600
+
+
 def test_file_scan_finds_set_uid_and_world_writable_files_and_caches(tmp_path):
     root = tmp_path / "usr"
     root.mkdir()
