@@ -192,14 +192,17 @@ class Lab:
 
     def _create_network(self) -> str:
         """Create the lab network on a subnet docker picks, pinned so nodes keep their addresses."""
-        if docker.inspect("network", self.network) is not None:
+        for _ in range(5):  # another lab may take the subnet between the two creates: ask docker again
+            if docker.inspect("network", self.network) is not None:
+                docker.run("network", "rm", self.network)
+            docker.run("network", "create", "--internal", "--label", self.label, self.network)
+            ipam = docker.inspect("network", self.network)["IPAM"]["Config"][0]
             docker.run("network", "rm", self.network)
-        docker.run("network", "create", "--internal", "--label", self.label, self.network)
-        ipam = docker.inspect("network", self.network)["IPAM"]["Config"][0]
-        docker.run("network", "rm", self.network)
-        docker.run("network", "create", "--internal", "--label", self.label, "--subnet", ipam["Subnet"],
-                   "--gateway", ipam["Gateway"], self.network)
-        return ipam["Subnet"]
+            pinned = docker.run("network", "create", "--internal", "--label", self.label, "--subnet", ipam["Subnet"],
+                                "--gateway", ipam["Gateway"], self.network, check=False)
+            if pinned.returncode == 0:
+                return ipam["Subnet"]
+        raise LabError(f"could not pin a subnet for network {self.network}: {pinned.stderr.strip()}")
 
     def _ensure_key(self) -> str:
         if not self.key_path.exists():

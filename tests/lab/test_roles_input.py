@@ -42,7 +42,7 @@ def manifests_fingerprint(lab) -> str:
     ({"control_plane_audit_log": {"policy_file": "/p.yaml", "path": "/a.log", "maxage": "a month",
                                   "maxbackup": 10, "maxsize": 100}}, "maxage"),
     ({"control_plane_pod_security_defaults": {"enforce": "strict"}}, "enforce"),
-    ({"control_plane_file_modes": [{"path": "/etc/kubernetes/admin.conf", "mode": "0777"}]}, "mode"),
+    ({"control_plane_file_modes": [{"path": "/etc/kubernetes/admin.conf", "mode_max": "0777"}]}, "mode_max"),
 ])
 def test_invalid_control_plane_variables_fail_before_any_change(lab, variables, named):
     before = manifests_fingerprint(lab)
