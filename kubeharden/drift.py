@@ -88,7 +88,6 @@ def check(inventory: str, limit: str | None, state: Path, progress: bool | None)
         report.nodes[node] = classify(audit.controls, results, changes, previous.get(node))
         if node in check_errors:
             report.nodes[node]["check_error"] = check_errors[node]
-            report.errors[node] = f"check mode: {check_errors[node]}"
     for node, error in check_errors.items():
         report.errors.setdefault(node, f"check mode: {error}")
     return report
@@ -110,8 +109,7 @@ def run_drift(inventory: str, limit: str | None = None, state: Path | None = Non
                        progress=Progress("remediate", enabled=progress))
     after = check(inventory, limit, state, progress)  # the record just written is its baseline
     after.remediation = {"tags": tags, "nodes": sorted(drifted), "rc": run.rc, "errors": run.host_errors(),
-                         "fixed": {node: [cid for cid in ids if cid not in after.nodes.get(node, {}).get("drifted", [])
-                                          and _status(after.audit, node, cid) == "pass"]
+                         "fixed": {node: [cid for cid in ids if _status(after.audit, node, cid) == "pass"]
                                    for node, ids in drifted.items()}}
     after.before = report
     history.write_record(state, after.record(inventory, "remediate"))
