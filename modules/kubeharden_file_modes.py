@@ -22,6 +22,8 @@ options:
     description:
       - Entries with C(path), C(mode_max) (octal string), and optional C(owner), C(group), C(follow).
       - C(paths) (a list) instead of C(path) gives several files the same limits.
+      - A path with a wildcard (C(*), C(?), C([)) stands for the files it matches now; one that matches
+        nothing is not reported as missing (unit drop-in directories are often empty).
     type: list
     elements: dict
     default: []
@@ -78,6 +80,7 @@ scan_cached:
   type: bool
 """
 
+import glob
 import grp
 import hashlib
 import json
@@ -144,6 +147,12 @@ def cached_scan(p: dict, write: bool) -> tuple[dict, bool]:
     return result, False
 
 
+def matching_paths(path):
+    if isinstance(path, str) and os.path.isabs(path) and glob.has_magic(path):
+        return sorted(glob.glob(path))
+    return [path]
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -157,9 +166,11 @@ def main() -> None:
     )
     p = module.params
     plan = []
-    # An entry with `paths` stands for one entry per path with the same mode, owner and group.
-    entries = [{**{k: v for k, v in entry.items() if k != "paths"}, "path": path}
-               for entry in p["files"] for path in (entry["paths"] if "paths" in entry else [entry.get("path")])]
+    # An entry with `paths` stands for one entry per path with the same mode, owner and group; an absolute
+    # path with a wildcard for one entry per file it matches.
+    entries = [{**{k: v for k, v in entry.items() if k != "paths"}, "path": match}
+               for entry in p["files"] for path in (entry["paths"] if "paths" in entry else [entry.get("path")])
+               for match in matching_paths(path)]
     for entry in entries:
         path, mode_max = entry.get("path"), str(entry.get("mode_max", ""))
         unknown = set(entry) - {"path", "mode_max", "owner", "group", "follow"}

@@ -21,6 +21,10 @@ options:
     type: list
     elements: dict
     required: true
+  daemon_reload:
+    description: Run C(systemctl daemon-reload) first (not in check mode), for unit files written just before.
+    type: bool
+    default: false
 author:
   - kubeharden
 """
@@ -57,8 +61,13 @@ def unit_state(name: str) -> dict[str, str]:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"units": {"type": "list", "elements": "dict", "required": True}},
+    module = AnsibleModule(argument_spec={"units": {"type": "list", "elements": "dict", "required": True},
+                                          "daemon_reload": {"type": "bool", "default": False}},
                            supports_check_mode=True)
+    if module.params["daemon_reload"] and not module.check_mode:
+        reloaded = systemctl("daemon-reload")
+        if reloaded.returncode != 0:
+            module.fail_json(msg=f"systemctl daemon-reload failed: {(reloaded.stderr or reloaded.stdout).strip()}")
     plans = []
     for entry in module.params["units"]:
         name = entry.get("name")

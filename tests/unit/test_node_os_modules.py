@@ -102,6 +102,20 @@ def test_file_modes_refuse_a_symbolic_link_unless_told_to_follow_it(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o600 and stat.S_IMODE(other.stat().st_mode) == 0o600
 
 
+def test_file_modes_wildcards_stand_for_the_files_they_match(tmp_path):
+    drop_ins = tmp_path / "kubelet.service.d"
+    drop_ins.mkdir()
+    for name in ("10-kubeadm.conf", "20-extra.conf", "notes.txt"):
+        (drop_ins / name).write_text("")
+        (drop_ins / name).chmod(0o664)
+    args = {"files": [{"paths": [str(drop_ins / "*.conf"), str(tmp_path / "empty.d" / "*.conf")],
+                       "mode_max": "0644"}]}
+    result = run_module("kubeharden_file_modes", args)
+    assert result["changed_files"] == [str(drop_ins / "10-kubeadm.conf"), str(drop_ins / "20-extra.conf")]
+    assert result["missing"] == [] and stat.S_IMODE((drop_ins / "notes.txt").stat().st_mode) == 0o664
+    assert run_module("kubeharden_file_modes", args)["changed"] is False
+
+
 def test_file_scan_finds_set_uid_and_world_writable_files_and_caches(tmp_path):
     root = tmp_path / "usr"
     root.mkdir()
