@@ -52,3 +52,27 @@ def test_invalid_control_plane_variables_fail_before_any_change(lab, variables, 
     assert result.returncode != 0
     assert named in result.stdout and "Validating arguments against arg spec" in result.stdout
     assert manifests_fingerprint(lab) == before
+
+
+def node_os_fingerprint(lab) -> str:
+    return docker.exec_(lab.container("w1"), "sh", "-c",
+                        "ls -l --time-style=+%s /etc/sysctl.d /etc/modprobe.d /etc/ssh/sshd_config.d /etc/login.defs "
+                        "/etc/pam.d/su /etc/pam.d/common-auth").stdout
+
+
+@pytest.mark.parametrize(("variables", "named"), [
+    ({"node_os_sysctls": {"net.ipv4.ip_forward": 0}}, "node_os_sysctls: sets net.ipv4.ip_forward"),
+    ({"node_os_disabled_kernel_modules": ["overlay"]}, "node_os_disabled_kernel_modules: must hold"),
+    ({"node_os_su_group": "Admins Group", "node_os_ssh_banner": "issue.net"},
+     "node_os_ssh_banner: is an absolute path or none. node_os_su_group: is a group name"),
+    ({"node_os_inactive_days": "thirty"}, "node_os_inactive_days"),
+])
+def test_invalid_node_os_variables_fail_before_any_change(lab, variables, named):
+    before = node_os_fingerprint(lab)
+    result = subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path), "-l", "w1",
+                             str(ROOT / "playbooks/node-os.yml"), "-e", json.dumps(variables)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert named in " ".join(result.stdout.split()), result.stdout[-2000:]
+    assert "changed=0" in result.stdout
+    assert node_os_fingerprint(lab) == before
