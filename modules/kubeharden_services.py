@@ -64,16 +64,19 @@ def main() -> None:
     module = AnsibleModule(argument_spec={"units": {"type": "list", "elements": "dict", "required": True},
                                           "daemon_reload": {"type": "bool", "default": False}},
                            supports_check_mode=True)
+    for entry in module.params["units"]:
+        if (not entry.get("name") or set(entry) - KEYS
+                or entry.get("state") not in (None, "started", "stopped", "restarted")):
+            module.fail_json(msg=f"units entry {entry!r}: name and any of enabled, masked, state "
+                                 "(started|stopped|restarted), restart")
+    # After the entries are known good: bad input leaves systemd as it was.
     if module.params["daemon_reload"] and not module.check_mode:
         reloaded = systemctl("daemon-reload")
         if reloaded.returncode != 0:
             module.fail_json(msg=f"systemctl daemon-reload failed: {(reloaded.stderr or reloaded.stdout).strip()}")
     plans = []
     for entry in module.params["units"]:
-        name = entry.get("name")
-        if not name or set(entry) - KEYS or entry.get("state") not in (None, "started", "stopped", "restarted"):
-            module.fail_json(msg=f"units entry {entry!r}: name and any of enabled, masked, state "
-                                 "(started|stopped|restarted), restart")
+        name = entry["name"]
         state = unit_state(name)
         if state.get("LoadState") == "not-found" and not entry.get("masked"):
             module.fail_json(msg=f"systemd has no unit {name}; nothing changed")
