@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -42,10 +43,10 @@ def probe(lab, source: str, target_ip: str, port: int) -> str:
     return docker.exec_(lab.container(source), "python3", "-c", script).stdout.strip()
 
 
-def harden(lab, variables=None, limit=None) -> subprocess.CompletedProcess:
+def harden(lab, variables=None, limit=None, env=None) -> subprocess.CompletedProcess:
     argv = ["ansible-playbook", "-i", str(lab.inventory_path), str(ROOT / "playbooks/firewall.yml"),
             "-e", json.dumps(variables or {})] + (["--limit", limit] if limit else [])
-    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def ip(lab, node):
@@ -103,6 +104,22 @@ def test_the_table_is_persisted_for_boot_and_the_rollback_disarmed(hardened):
     assert sh(lab, "w1", "nft -c -f /etc/nftables.d/kubeharden.nft && echo valid").stdout.strip() == "valid"
     assert sh(lab, "w1", "systemctl is-active kubeharden-firewall-rollback.timer", check=False).stdout.strip() \
         != "active"
+
+
+def test_a_rerun_that_changes_nothing_logs_in_once(hardened, tmp_path):
+    """The confirmation drops the connection only after a change (Ansible's reset_connection ignores conditions,
+    so a reset left in a conditional block would reconnect every node on every run)."""
+    lab, _ = hardened
+
+    def logins() -> int:
+        time.sleep(1)  # sshd's lines reach the journal asynchronously
+        return int(sh(lab, "w1", "journalctl -u ssh --no-pager -o cat | grep -c '^Accepted '", check=False).stdout)
+
+    before = logins()
+    # A control path of its own: the run starts on a fresh SSH connection, not one kept from an earlier run.
+    result = harden(lab, limit="w1", env={"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path)})
+    assert result.returncode == 0 and "changed=0" in result.stdout.split("PLAY RECAP")[1], result.stdout[-3000:]
+    assert logins() - before == 1
 
 
 def test_deliberate_lockout_is_rolled_back_and_ssh_comes_back(hardened):
