@@ -13,9 +13,21 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.lab
 
 
-def fingerprint(lab) -> str:
-    return docker.exec_(lab.container("w1"), "sh", "-c",
-                        "stat -c '%a %Y' /var/lib/kubelet/config.yaml && sha256sum /var/lib/kubelet/config.yaml").stdout
+# What each role would change first, read on the node before and after a run with bad input.
+KUBELET_FILES = "stat -c '%a %Y' /var/lib/kubelet/config.yaml && sha256sum /var/lib/kubelet/config.yaml"
+STATIC_POD_MANIFESTS = "sha256sum /etc/kubernetes/manifests/*.yaml"
+NODE_OS_FILES = ("ls -l --time-style=+%s /etc/sysctl.d /etc/modprobe.d /etc/ssh/sshd_config.d /etc/login.defs "
+                 "/etc/pam.d/su /etc/pam.d/common-auth")
+
+
+def node_output(lab, node: str, command: str) -> str:
+    return docker.exec_(lab.container(node), "sh", "-c", command).stdout
+
+
+def run_playbook(lab, playbook: str, variables: dict, *options: str) -> subprocess.CompletedProcess:
+    argv = ["ansible-playbook", "-i", str(lab.inventory_path), *options, str(ROOT / "playbooks" / playbook),
+            "-e", json.dumps(variables)]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
 
 
 @pytest.mark.parametrize(("variables", "named"), [
@@ -25,16 +37,11 @@ def fingerprint(lab) -> str:
     ({"kubelet_config": "podPidsLimit=10"}, "kubelet_config"),
 ])
 def test_invalid_kubelet_variables_fail_before_any_change(lab, variables, named):
-    before = fingerprint(lab)
-    result = subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path), str(ROOT / "playbooks/kubelet.yml"),
-                             "-e", json.dumps(variables)], capture_output=True, text=True, cwd=ROOT)
+    before = node_output(lab, "w1", KUBELET_FILES)
+    result = run_playbook(lab, "kubelet.yml", variables)
     assert result.returncode != 0
     assert named in result.stdout and "Validating arguments against arg spec" in result.stdout
-    assert fingerprint(lab) == before
-
-
-def manifests_fingerprint(lab) -> str:
-    return docker.exec_(lab.container("cp1"), "sh", "-c", "sha256sum /etc/kubernetes/manifests/*.yaml").stdout
+    assert node_output(lab, "w1", KUBELET_FILES) == before
 
 
 @pytest.mark.parametrize(("variables", "named"), [
@@ -45,19 +52,11 @@ def manifests_fingerprint(lab) -> str:
     ({"control_plane_file_modes": [{"path": "/etc/kubernetes/admin.conf", "mode_max": "0777"}]}, "mode_max"),
 ])
 def test_invalid_control_plane_variables_fail_before_any_change(lab, variables, named):
-    before = manifests_fingerprint(lab)
-    result = subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path),
-                             str(ROOT / "playbooks/control-plane.yml"), "-e", json.dumps(variables)],
-                            capture_output=True, text=True, cwd=ROOT)
+    before = node_output(lab, "cp1", STATIC_POD_MANIFESTS)
+    result = run_playbook(lab, "control-plane.yml", variables)
     assert result.returncode != 0
     assert named in result.stdout and "Validating arguments against arg spec" in result.stdout
-    assert manifests_fingerprint(lab) == before
-
-
-def node_os_fingerprint(lab) -> str:
-    return docker.exec_(lab.container("w1"), "sh", "-c",
-                        "ls -l --time-style=+%s /etc/sysctl.d /etc/modprobe.d /etc/ssh/sshd_config.d /etc/login.defs "
-                        "/etc/pam.d/su /etc/pam.d/common-auth").stdout
+    assert node_output(lab, "cp1", STATIC_POD_MANIFESTS) == before
 
 
 @pytest.mark.parametrize(("variables", "named"), [
@@ -68,11 +67,9 @@ def node_os_fingerprint(lab) -> str:
     ({"node_os_inactive_days": "thirty"}, "node_os_inactive_days"),
 ])
 def test_invalid_node_os_variables_fail_before_any_change(lab, variables, named):
-    before = node_os_fingerprint(lab)
-    result = subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path), "-l", "w1",
-                             str(ROOT / "playbooks/node-os.yml"), "-e", json.dumps(variables)],
-                            capture_output=True, text=True, cwd=ROOT)
+    before = node_output(lab, "w1", NODE_OS_FILES)
+    result = run_playbook(lab, "node-os.yml", variables, "-l", "w1")
     assert result.returncode != 0
     assert named in " ".join(result.stdout.split()), result.stdout[-2000:]
     assert "changed=0" in result.stdout
-    assert node_os_fingerprint(lab) == before
+    assert node_output(lab, "w1", NODE_OS_FILES) == before
