@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from kubeharden import __version__, drift, history, report
 from kubeharden.audit import FORMATS, AuditError, run_audit, to_table
+from kubeharden.lab import kubernetes
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
 from kubeharden.runner import Progress, RunError
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--debian", choices=("12", "13"), help="Debian release of the nodes (default: 12)")
     up.add_argument("--cert-days", type=int,
                     help="validity of the nodes' leaf certificates in days (default: 365, as kubeadm)")
+    up.add_argument("--kubernetes-version", metavar="VERSION",
+                    help=f"bootstrap real Kubernetes with kubeadm: {kubernetes.supported_window()} (the newest "
+                         "built or served patch) or an exact patch such as 1.37.2; built once and cached")
+    build = lab_commands.add_parser("build", help="build (or check the cache of) a Kubernetes release for the lab")
+    build.add_argument("--kubernetes-version", metavar="VERSION", default=kubernetes.DEFAULT_MINOR,
+                       help=f"{kubernetes.supported_window()} or an exact patch (default: {kubernetes.DEFAULT_MINOR})")
     down = lab_commands.add_parser("down", help="remove the lab's nodes, network and generated inventory")
     _lab_arguments(down)
     status = lab_commands.add_parser("status", help="show the lab's nodes")
@@ -153,7 +160,8 @@ def _print_status(status: dict) -> None:
         print(f"lab {status['name']!r} is not up (kubeharden lab up)")
         return
     topology = status["topology"]
-    print(f"lab {status['name']!r}: Debian {topology['debian']}, {topology['etcd']} etcd, network "
+    kind = f"Kubernetes {topology['kubernetes']}" if topology.get("kubernetes") else "kubeadm layout as files"
+    print(f"lab {status['name']!r}: {kind}, Debian {topology['debian']}, {topology['etcd']} etcd, network "
           f"{status['network']} ({status['subnet']})")
     print(f"{'NODE':6} {'ROLE':14} {'ADDRESS':16} {'STATE':9} ETCD")
     for node in status["nodes"]:
@@ -162,15 +170,20 @@ def _print_status(status: dict) -> None:
 
 
 def run_lab(args: argparse.Namespace) -> int:
-    lab = Lab(args.name, args.inventory_dir)
+    lab = Lab(getattr(args, "name", "lab"), getattr(args, "inventory_dir", None))
     if args.lab_command == "up":
         current = lab.state()
         base = asdict(current.topology if current else Topology())
         asked = {"control_planes": args.control_planes, "workers": args.workers, "etcd": args.etcd,
-                 "debian": args.debian, "cert_days": args.cert_days}
+                 "debian": args.debian, "cert_days": args.cert_days, "kubernetes": args.kubernetes_version}
         state = lab.up(Topology(**{**base, **{k: v for k, v in asked.items() if v is not None}}))
         print(f"lab {state.name!r} is up; try: ansible -i {lab.inventory_path} all -m ping")
         _print_status(lab.status())
+    elif args.lab_command == "build":
+        release = kubernetes.ensure_binaries(kubernetes.resolve(args.kubernetes_version))
+        manifest = release.manifest()
+        print(f"Kubernetes {release.version} and etcd {release.etcd}: {release.directory} "
+              f"(built in {manifest['built_seconds']} s)")
     elif args.lab_command == "down":
         lab.down()
     elif args.lab_command == "status":

@@ -33,6 +33,8 @@ NODE_PACKAGES = (
     "nftables", "iptables", "kmod", "iproute2", "procps", "ca-certificates", "openssl", "containerd",
     "runc", "conntrack", "socat", "ipset", "logrotate", "systemd-timesyncd", "apparmor", "curl",
     "etcd-server", "etcd-client",
+    # Pod networking for the lab's real kubelets (bridge, host-local, portmap, loopback).
+    "containernetworking-plugins",
 )
 
 # Packages hardening roles install. Nodes have no network, so their .debs wait in apt's cache with the
@@ -176,7 +178,7 @@ printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {LAB_ADMIN_USER} > /etc/sudoers.d/{LAB_ADM
 chmod 0440 /etc/sudoers.d/{LAB_ADMIN_USER}
 visudo -cf /etc/sudoers.d/{LAB_ADMIN_USER}
 rm -f /etc/ssh/ssh_host_*
-systemctl enable kubeharden-lab-hostkeys.service
+systemctl enable kubeharden-lab-hostkeys.service kubeharden-lab-kernel.service
 systemctl disable etcd.service
 systemctl mask getty@tty1.service console-getty.service systemd-firstboot.service
 : > /etc/machine-id

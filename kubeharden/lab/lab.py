@@ -11,17 +11,18 @@ import datetime as dt
 import io
 import ipaddress
 import json
+import os
 import shutil
 import tarfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from kubeharden.lab import docker, kubeadm, pki
+from kubeharden.lab import cluster, docker, kubeadm, kubernetes, pki
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.image import LAB_ADMIN_USER, ImageSpec, ensure_image
 
@@ -31,11 +32,18 @@ SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/
 RUN_OPTIONS = [
     # PLATFORM facts: --privileged fails here; this set runs systemd as PID 1.
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
-    "--security-opt", "apparmor=unconfined", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-    "--tmpfs", "/run", "--tmpfs", "/tmp",
+    "--security-opt", "apparmor=unconfined", "--tmpfs", "/run", "--tmpfs", "/tmp",
     # What kubeadm's preflight demands of a node; the lab presets it in the node's network namespace.
     "--sysctl", "net.ipv4.ip_forward=1",
 ]
+# Nodes laid out as files: systemd manages cgroups through the host's hierarchy.
+FILES_NODE_OPTIONS = ["--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+# Nodes running Kubernetes: their own cgroup namespace, which the node's first process (kubeharden-lab/init)
+# remounts writable so the kubelet finds its cgroups where it creates them; containerd's overlay snapshots
+# need a volume (overlay on docker's overlay does not work); a terminal gives the node a /dev/console for
+# the kubelet's /dev/kmsg (kubeharden-lab-kernel.service), as the host's must stay unread.
+KUBERNETES_NODE_OPTIONS = ["--cgroupns=private", "--entrypoint", "/usr/local/lib/kubeharden-lab/init", "-t",
+                           "-v", "/var/lib/containerd"]
 
 
 LAB_GROUP_VARS = """\
@@ -46,6 +54,11 @@ LAB_GROUP_VARS = """\
 control_plane_health_gate: false
 """
 
+KUBERNETES_GROUP_VARS = """\
+---
+# Written by `kubeharden lab up --kubernetes-version`; removed by `down`. Real kubeadm nodes, nothing to set.
+"""
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -54,6 +67,8 @@ class Topology:
     etcd: str = "static"
     debian: str = "12"
     cert_days: int = 365  # validity of the leaf certificates (shorter ones exercise renewal)
+    # None: nodes laid out as files only; otherwise the Kubernetes release kubeadm bootstraps (v1.37.2).
+    kubernetes: str | None = None
 
     def validate(self) -> None:
         if self.control_planes not in (1, 3, 5):
@@ -65,6 +80,9 @@ class Topology:
         if not 1 <= self.cert_days <= 365:
             raise LabError(f"--cert-days must be between 1 and 365, not {self.cert_days}")
         ImageSpec(self.debian).suite  # noqa: B018 - raises for an unknown release
+        if self.kubernetes is not None and self.etcd == "host":
+            raise LabError("--etcd host is not available with --kubernetes-version yet: "
+                           "real kubeadm labs run etcd as kubeadm's static pod")
 
     def node_names(self) -> list[tuple[str, str]]:
         return ([(f"cp{i}", "control-plane") for i in range(1, self.control_planes + 1)]
@@ -138,22 +156,33 @@ class Lab:
     def up(self, topology: Topology) -> LabState:
         topology.validate()
         docker.require_engine()
+        release = None
+        if topology.kubernetes is not None:
+            release = kubernetes.resolve(topology.kubernetes, log=self.log)
+            topology = replace(topology, kubernetes=release.version)
         state = self.state()
         if state is not None and state.topology != topology:
             raise LabError(f"lab {self.name!r} already runs {_describe(state.topology)}; "
                            f"run `kubeharden lab down --name {self.name}` before asking for {_describe(topology)}")
         image = ensure_image(ImageSpec(topology.debian), log=self.log)
+        if release is not None:
+            kubernetes.ensure_binaries(release, log=self.log)
         if state is not None and not self._complete(state):
             self.log(f"lab {self.name!r} is incomplete (a node or its network is gone): recreating it")
             self.down(quiet=True)
             state = None
         if state is None:
-            state = self._create(topology, image)
+            state = self._create(topology, image, release)
         else:
             self._start_existing(state)
         self._wait_etcd(state)
+        if release is not None:
+            cluster.wait_ready(self._cluster_nodes(state))
         self._write_inventory(state)
         return state
+
+    def _cluster_nodes(self, state: LabState) -> list[cluster.ClusterNode]:
+        return [cluster.ClusterNode(n.name, n.role, n.ip, n.container, index) for index, n in enumerate(state.nodes)]
 
     def _complete(self, state: LabState) -> bool:
         if docker.inspect("network", state.network) is None:
@@ -167,7 +196,7 @@ class Lab:
                 docker.run("start", node.container)
         self._wait_systemd(state.nodes)
 
-    def _create(self, topology: Topology, image: str) -> LabState:
+    def _create(self, topology: Topology, image: str, release: kubernetes.Release | None) -> LabState:
         self.down(quiet=True)  # leftovers of an `up` that failed half-way
         self.state_dir.mkdir(parents=True, exist_ok=True)
         subnet = self._create_network()
@@ -179,14 +208,20 @@ class Lab:
             nodes.append(Node(name, role, str(hosts[offset]), self.container(name)))
         state = LabState(self.name, topology, self.network, subnet, image, nodes)
         public_key = self._ensure_key()
+        # A Kubernetes node gets the release's cached build (binaries and images), mounted read-only.
+        node_options = FILES_NODE_OPTIONS if release is None else [
+            *KUBERNETES_NODE_OPTIONS, "-v", f"{release.directory}:{cluster.NODE_RELEASE_DIR}:ro"]
         for node in nodes:
             self.log(f"starting node {node.name} ({node.role}, {node.ip})")
-            docker.run("run", "-d", *RUN_OPTIONS, "--network", self.network, "--ip", node.ip,
+            docker.run("run", "-d", *RUN_OPTIONS, *node_options, "--network", self.network, "--ip", node.ip,
                        "--hostname", node.name, "--name", node.container, "--label", self.label,
                        "--label", f"kubeharden.node={node.name}", "--label", f"kubeharden.role={node.role}",
                        image, "/sbin/init")
         self._wait_systemd(nodes)
-        self._provision(state, public_key)
+        if release is None:
+            self._provision(state, public_key)
+        else:
+            self._provision_kubernetes(state, public_key, release)
         state.save(self.state_path)  # only a fully provisioned lab has a state file
         return state
 
@@ -242,15 +277,37 @@ class Lab:
                                                       host_etcd=host_etcd, leaf_validity=validity)
             else:
                 layout = kubeadm.worker_layout(cas, node.name, node.ip, api_server, now, leaf_validity=validity)
-            layout.file(MARKER, json.dumps({"lab": self.name, "node": node.name, "role": node.role}) + "\n", 0o644)
-            ssh_dir = f"/home/{LAB_ADMIN_USER}/.ssh"
-            layout.directory(ssh_dir, 0o700, LAB_ADMIN_USER, LAB_ADMIN_USER)
-            layout.file(f"{ssh_dir}/authorized_keys", public_key + "\n", 0o600, LAB_ADMIN_USER, LAB_ADMIN_USER)
+            layout.files += self._node_files(node, public_key).files
             docker.exec_(node.container, "tar", "-x", "-p", "-C", "/", input=_tar(layout))
             if node.role == "control-plane":
                 unit = "etcd.service" if host_etcd else "kubeharden-lab-static-pods.service"
                 docker.exec_(node.container, "systemctl", "enable", unit)
                 docker.exec_(node.container, "systemctl", "start", "--no-block", unit)
+
+    def _node_files(self, node: Node, public_key: str) -> kubeadm.NodeLayout:
+        """What every lab node carries whatever its kind: the lab marker and the admin user's SSH key."""
+        layout = kubeadm.NodeLayout()
+        layout.directory(os.path.dirname(MARKER), 0o755)
+        layout.file(MARKER, json.dumps({"lab": self.name, "node": node.name, "role": node.role}) + "\n", 0o644)
+        ssh_dir = f"/home/{LAB_ADMIN_USER}/.ssh"
+        layout.directory(ssh_dir, 0o700, LAB_ADMIN_USER, LAB_ADMIN_USER)
+        layout.file(f"{ssh_dir}/authorized_keys", public_key + "\n", 0o600, LAB_ADMIN_USER, LAB_ADMIN_USER)
+        return layout
+
+    def _provision_kubernetes(self, state: LabState, public_key: str, release: kubernetes.Release) -> None:
+        """Install the release on every node as its packages would, then bootstrap the cluster with kubeadm."""
+        nodes = self._cluster_nodes(state)
+        for node, cluster_node in zip(state.nodes, nodes, strict=True):
+            layout = self._node_files(node, public_key)
+            layout.files += cluster.install_layout(cluster_node, release).files
+            docker.exec_(node.container, "tar", "-x", "-p", "-C", "/", input=_tar(layout))
+            started = time.monotonic()
+            docker.exec_(node.container, "sh", "-euc", cluster.install_commands(release))
+            self.log(f"{node.name}: Kubernetes {release.version} installed, images imported "
+                     f"({time.monotonic() - started:.0f} s)")
+        control_planes = [n for n in nodes if n.role == "control-plane"]
+        workers = [n for n in nodes if n.role != "control-plane"]
+        cluster.bootstrap(control_planes + workers, release, state.topology.cert_days, self.log)
 
     def _wait_etcd(self, state: LabState, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -283,7 +340,7 @@ class Lab:
         self.inventory_dir.mkdir(parents=True, exist_ok=True)
         self.inventory_path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
         self.group_vars_path.parent.mkdir(parents=True, exist_ok=True)
-        self.group_vars_path.write_text(LAB_GROUP_VARS)
+        self.group_vars_path.write_text(LAB_GROUP_VARS if state.topology.kubernetes is None else KUBERNETES_GROUP_VARS)
 
     # -- status, ssh, down -----------------------------------------------------------------------------
     def status(self) -> dict:
@@ -340,8 +397,9 @@ def etcdctl(container: str, *args: str, cert: str = "healthcheck-client"):
 
 
 def _describe(topology: Topology) -> str:
+    kind = f"Kubernetes {topology.kubernetes}" if topology.kubernetes else "kubeadm layout as files"
     return (f"{topology.control_planes} control-plane + {topology.workers} worker node(s), {topology.etcd} etcd, "
-            f"Debian {topology.debian}")
+            f"Debian {topology.debian}, {kind}")
 
 
 def _tar(layout: kubeadm.NodeLayout) -> bytes:

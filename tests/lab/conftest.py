@@ -32,6 +32,14 @@ def lab(tmp_path_factory):
     yield from _lab(tmp_path_factory, "pytest", Topology())
 
 
+@pytest.fixture(scope="module")
+def kubernetes_lab(tmp_path_factory):
+    """Real Kubernetes (the default release): kubeadm init on cp1, kubeadm join on w1."""
+    from kubeharden.lab.kubernetes import DEFAULT_MINOR
+
+    yield from _lab(tmp_path_factory, "pytest-k8s", Topology(kubernetes=DEFAULT_MINOR))
+
+
 @pytest.fixture(scope="session")
 def host_etcd_lab(tmp_path_factory):
     """kubespray's topology: etcd as a host systemd service, on Debian 13."""

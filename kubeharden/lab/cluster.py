@@ -1,0 +1,253 @@
+"""A real kubeadm cluster on the lab's nodes: the release's binaries installed as packages would install them,
+containerd with the component images imported, `kubeadm init` on the first control-plane node and
+`kubeadm join` on every other node.
+
+Everything here is what an operator does before and around kubeadm (install, container runtime, CNI
+configuration, the kubeadm configuration file); everything kubeadm writes is kubeadm's own. The lab's own
+settings, those a container on this host needs and a real node would not, are in `LAB_KUBELET` and
+`IGNORED_PREFLIGHT`, each with its reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from kubeharden.lab import docker
+from kubeharden.lab.errors import LabError
+from kubeharden.lab.kubeadm import KUBEADM_DROPIN, KUBELET_SERVICE, NodeLayout
+from kubeharden.lab.kubernetes import Release
+
+NODE_RELEASE_DIR = "/opt/kubeharden-lab/kubernetes"  # the cached build, mounted read-only into every node
+LAB_CONFIG_DIR = "/etc/kubeharden-lab"
+KUBEADM_CONFIG = f"{LAB_CONFIG_DIR}/kubeadm.yaml"
+CRI_SOCKET = "unix:///run/containerd/containerd.sock"
+POD_SUBNET = "10.244.0.0/16"
+SERVICE_SUBNET = "10.96.0.0/12"
+ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
+PACKAGE_BINARIES = ("kubeadm", "kubelet", "kubectl")  # what the kubeadm, kubelet and kubectl packages install
+
+# The lab's KubeletConfiguration settings, merged into kubeadm's: facts of this host, not hardening choices.
+LAB_KUBELET = {
+    # The host runs cgroup v1, which the kubelet refuses from 1.35 unless told.
+    "failCgroupV1": False,
+}
+
+# Preflight checks a container on this host cannot pass, each with the reason; every other check must pass.
+IGNORED_PREFLIGHT = {
+    # The kernel's configuration is not readable in a container (no /boot, no /proc/config.gz) and the host
+    # runs cgroup v1: kubeadm's system verification reports both as errors.
+    "SystemVerification": "no kernel configuration in a container; cgroup v1 host",
+}
+
+# Not run by the lab: their images are not built here (no registry; CoreDNS is not part of Kubernetes).
+SKIPPED_PHASES = ("addon/coredns", "addon/kube-proxy")
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    name: str
+    role: str  # control-plane or worker
+    ip: str
+    container: str
+    index: int  # position in the lab, for the node's pod subnet
+
+
+def containerd_config(pause_image: str) -> str:
+    return f"""# kubeharden lab: containerd for the kubelet (CRI), as kubeadm's container runtime guide asks.
+version = 2
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause_image}"
+  # Lab only: this host has no CAP_SYS_RESOURCE, so no process may lower its OOM score below where it
+  # started; without this, every pod the kubelet asks for at -998 or -997 fails to start.
+  restrict_oom_score_adj = true
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "/etc/cni/net.d"
+"""
+
+
+def cni_config(index: int) -> str:
+    """Debian's containernetworking-plugins: a bridge per node with the node's own /24 of the pod network."""
+    return json.dumps({
+        "cniVersion": "1.0.0", "name": "kubeharden-lab",
+        "plugins": [
+            {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": f"10.244.{index}.0/24"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }, indent=2) + "\n"
+
+
+def install_layout(node: ClusterNode, release: Release) -> NodeLayout:
+    """What the packages and the operator put on a node before kubeadm runs."""
+    manifest = release.manifest()
+    layout = NodeLayout()
+    layout.directory("/usr/lib/systemd/system/kubelet.service.d", 0o755)
+    layout.file("/usr/lib/systemd/system/kubelet.service", KUBELET_SERVICE, 0o644)
+    layout.file("/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", KUBEADM_DROPIN, 0o644)
+    layout.directory("/etc/containerd", 0o755)
+    layout.file("/etc/containerd/config.toml", containerd_config(manifest["pause_image"]), 0o644)
+    layout.directory("/etc/cni", 0o755)
+    layout.directory("/etc/cni/net.d", 0o755)
+    layout.file("/etc/cni/net.d/10-kubeharden-lab.conflist", cni_config(node.index), 0o644)
+    # kubeadm's documented prerequisite ("Enable IPv4 packet forwarding"); the lab presets it per node.
+    layout.file("/etc/sysctl.d/k8s.conf", "net.ipv4.ip_forward = 1\n", 0o644)
+    return layout
+
+
+def install_commands(release: Release) -> str:
+    binaries = " ".join(f"{NODE_RELEASE_DIR}/bin/{name}" for name in PACKAGE_BINARIES)
+    return f"""
+install -m 0755 {binaries} /usr/bin/
+systemctl daemon-reload
+systemctl enable kubelet.service containerd.service
+systemctl restart containerd.service
+for _ in $(seq 50); do ctr version >/dev/null 2>&1 && break; sleep 0.2; done
+ctr -n k8s.io images import --no-unpack=false {NODE_RELEASE_DIR}/{release.images_archive.name} >/dev/null
+"""
+
+
+def _document(api_version: str, kind: str, body: dict) -> dict:
+    return {"apiVersion": api_version, "kind": kind, **body}
+
+
+def _registration(node: ClusterNode) -> dict:
+    return {"name": node.name, "criSocket": CRI_SOCKET, "ignorePreflightErrors": sorted(IGNORED_PREFLIGHT)}
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What `init` hands to `join`: a bootstrap token and the key of the uploaded control-plane certificates."""
+
+    token: str
+    certificate_key: str
+
+    @classmethod
+    def create(cls) -> Secrets:
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        token = ("".join(secrets.choice(alphabet) for _ in range(6)) + "."
+                 + "".join(secrets.choice(alphabet) for _ in range(16)))
+        return cls(token, secrets.token_hex(32))
+
+
+def init_configuration(node: ClusterNode, release: Release, endpoint: str, cert_days: int, keys: Secrets) -> str:
+    kubeadm_api = "kubeadm.k8s.io/v1beta4"
+    documents = [
+        _document(kubeadm_api, "InitConfiguration", {
+            "bootstrapTokens": [{"token": keys.token, "ttl": "2h0m0s"}],
+            "certificateKey": keys.certificate_key,
+            "localAPIEndpoint": {"advertiseAddress": node.ip, "bindPort": 6443},
+            "nodeRegistration": _registration(node),
+            "skipPhases": list(SKIPPED_PHASES),
+        }),
+        _document(kubeadm_api, "ClusterConfiguration", {
+            "kubernetesVersion": release.version,
+            "controlPlaneEndpoint": endpoint,
+            "certificateValidityPeriod": f"{cert_days * 24}h0m0s",
+            "networking": {"podSubnet": POD_SUBNET, "serviceSubnet": SERVICE_SUBNET},
+            "etcd": {"local": {"imageTag": release.etcd_image_tag}},
+        }),
+        _document("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration", dict(LAB_KUBELET)),
+    ]
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def join_configuration(node: ClusterNode, endpoint: str, keys: Secrets, ca_hash: str) -> str:
+    body = {
+        "discovery": {"bootstrapToken": {"apiServerEndpoint": endpoint, "token": keys.token,
+                                         "caCertHashes": [ca_hash]}},
+        "nodeRegistration": _registration(node),
+    }
+    if node.role == "control-plane":
+        body["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": node.ip, "bindPort": 6443},
+                                "certificateKey": keys.certificate_key}
+    return yaml.safe_dump(_document("kubeadm.k8s.io/v1beta4", "JoinConfiguration", body), sort_keys=False)
+
+
+def ca_cert_hash(ca_pem: bytes) -> str:
+    """kubeadm's discovery hash: sha256 over the CA's DER-encoded SubjectPublicKeyInfo."""
+    public_key = x509.load_pem_x509_certificate(ca_pem).public_key()
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def _kubeadm(node: ClusterNode, action: str, config: str, log) -> None:
+    """Write the lab's kubeadm configuration on the node (0600: it holds the token) and run kubeadm with it."""
+    encoded = base64.b64encode(config.encode()).decode()
+    docker.exec_(node.container, "sh", "-euc",
+                 f"install -d -m 0700 {LAB_CONFIG_DIR}; umask 077; echo {encoded} | base64 -d > {KUBEADM_CONFIG}")
+    started = time.monotonic()
+    result = docker.exec_(node.container, "kubeadm", action, "--config", KUBEADM_CONFIG, "--v=1", check=False)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip().splitlines()
+        raise LabError(f"node {node.name}: kubeadm {action} failed (exit {result.returncode}); its last lines:\n"
+                       + "\n".join(output[-40:]))
+    log(f"{node.name}: kubeadm {action} done in {time.monotonic() - started:.0f} s")
+
+
+def kubectl(container: str, *args: str, check: bool = False):
+    return docker.exec_(container, "kubectl", f"--kubeconfig={ADMIN_KUBECONFIG}", "--request-timeout=10s", *args,
+                        check=check)
+
+
+def bootstrap(nodes: list[ClusterNode], release: Release, cert_days: int, log) -> None:
+    """`kubeadm init` on the first control-plane node, then `kubeadm join` on the others, one at a time."""
+    first = nodes[0]
+    endpoint = f"{first.ip}:6443"
+    keys = Secrets.create()
+    log(f"{first.name}: kubeadm init (Kubernetes {release.version})")
+    _kubeadm(first, "init", init_configuration(first, release, endpoint, cert_days, keys), log)
+    ca_pem = docker.exec_(first.container, "cat", "/etc/kubernetes/pki/ca.crt").stdout.encode()
+    ca_hash = ca_cert_hash(ca_pem)
+    for node in nodes[1:]:
+        log(f"{node.name}: kubeadm join ({node.role})")
+        _kubeadm(node, "join", join_configuration(node, endpoint, keys, ca_hash), log)
+
+
+def wait_ready(nodes: list[ClusterNode], timeout: float = 240) -> None:
+    """Until the apiserver answers /readyz with ok and every node is Ready; names what is missing otherwise."""
+    first = nodes[0]
+    deadline = time.monotonic() + timeout
+    problem = ""
+    while time.monotonic() < deadline:
+        ready = kubectl(first.container, "get", "--raw", "/readyz")
+        if ready.returncode != 0 or ready.stdout.strip() != "ok":
+            problem = f"/readyz answers {(ready.stdout or ready.stderr).strip()[-300:]!r}"
+        else:
+            listed = kubectl(first.container, "get", "nodes", "-o", "json")
+            states = _node_ready(json.loads(listed.stdout)) if listed.returncode == 0 else {}
+            missing = [n.name for n in nodes if states.get(n.name) is not True]
+            if not missing:
+                return
+            problem = f"nodes not Ready yet: {', '.join(missing)}"
+        time.sleep(2)
+    raise LabError(f"the cluster is not ready after {timeout:.0f} s: {problem}")
+
+
+def _node_ready(node_list: dict) -> dict[str, bool]:
+    states = {}
+    for item in node_list.get("items", []):
+        conditions = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])}
+        states[item["metadata"]["name"]] = conditions.get("Ready") == "True"
+    return states

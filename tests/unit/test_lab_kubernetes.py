@@ -1,0 +1,226 @@
+"""The lab's Kubernetes builds and kubeadm configuration: version window, wrapper module, cache integrity."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+import tarfile
+
+import pytest
+import yaml
+
+from kubeharden.lab import cluster, component_images, kubernetes
+from kubeharden.lab.errors import LabError
+
+UPSTREAM_GO_MOD = """module k8s.io/kubernetes
+
+go 1.26.0
+
+require (
+\tk8s.io/api v0.0.0
+\tk8s.io/client-go v0.0.0
+)
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tk8s.io/cri-streaming => ./staging/src/k8s.io/cri-streaming
+)
+"""
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBEHARDEN_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def served(monkeypatch):
+    versions = ["v1.36.1", "v1.36.3", "v1.37.0", "v1.37.2", "v1.37.10", "v1.38.0-alpha.1"]
+    monkeypatch.setattr(kubernetes, "_served_versions", lambda log: versions)
+    return versions
+
+
+def test_a_minor_resolves_to_its_newest_served_patch(cache, served):
+    assert kubernetes.resolve("1.37").version == "v1.37.10"
+    assert kubernetes.resolve("v1.36").version == "v1.36.3"
+    assert kubernetes.resolve(None).version.startswith(f"v{kubernetes.DEFAULT_MINOR}.")
+
+
+def test_an_exact_patch_must_be_served(cache, served):
+    assert kubernetes.resolve("1.37.2").version == "v1.37.2"
+    with pytest.raises(LabError, match=r"v1.37.7 is not served.*newest 1.37 patch is v1.37.10"):
+        kubernetes.resolve("1.37.7")
+
+
+@pytest.mark.parametrize("version", ["1.34", "1.38", "1.29.4", "2.0"])
+def test_versions_outside_the_window_are_refused_naming_it(cache, served, version):
+    window = kubernetes.supported_window()
+    with pytest.raises(LabError, match=rf"outside the versions kubeharden supports \({window}\)"):
+        kubernetes.resolve(version)
+
+
+@pytest.mark.parametrize("version", ["latest", "1", "1.37.x", ""])
+def test_malformed_versions_are_refused(cache, served, version):
+    with pytest.raises(LabError, match=r"not a version such as 1\.37"):
+        kubernetes.resolve(version)
+
+
+def test_a_complete_cached_build_wins_over_asking_the_proxy(cache, monkeypatch):
+    release = kubernetes.Release("v1.37.2", kubernetes.SUPPORTED_MINORS["1.37"])
+    release.directory.mkdir(parents=True)
+    (release.directory / "manifest.json").write_text(json.dumps({"version": release.version, "etcd": release.etcd}))
+
+    def no_proxy(log):
+        raise AssertionError("the proxy was asked although a build is cached")
+
+    monkeypatch.setattr(kubernetes, "_served_versions", no_proxy)
+    assert kubernetes.resolve("1.37") == release
+
+
+def test_without_go_or_proxy_a_minor_falls_back_to_the_known_patch(cache, monkeypatch):
+    monkeypatch.setattr(kubernetes, "_served_versions", lambda log: None)
+    assert kubernetes.resolve("1.36").version == kubernetes.KNOWN_PATCHES["1.36"]
+
+
+def test_every_supported_minor_has_a_known_patch_and_a_go_version():
+    assert set(kubernetes.SUPPORTED_MINORS) == set(kubernetes.KNOWN_PATCHES) == set(kubernetes.GO_MINIMUM)
+    for minor, patch in kubernetes.KNOWN_PATCHES.items():
+        assert patch.startswith(f"v{minor}.")
+
+
+def test_the_wrapper_module_replaces_each_staging_module_with_the_published_release(tmp_path):
+    upstream = tmp_path / "upstream.mod"
+    upstream.write_text(UPSTREAM_GO_MOD)
+    replacements = kubernetes._staging_replacements(upstream, "v1.37.2")
+    assert replacements == {"k8s.io/api": "v0.37.2", "k8s.io/client-go": "v0.37.2", "k8s.io/cri-streaming": "v0.37.2"}
+    kubernetes._write_wrapper(tmp_path / "w", "k8s.io/kubernetes", "v1.37.2", replacements)
+    go_mod = (tmp_path / "w" / "go.mod").read_text()
+    assert "\tk8s.io/kubernetes v1.37.2\n" in go_mod
+    assert "\tk8s.io/client-go => k8s.io/client-go v0.37.2\n" in go_mod
+    if subprocess.run(["go", "version"], capture_output=True, check=False).returncode == 0:
+        # The go command itself must accept the file (syntax only: nothing is downloaded).
+        result = subprocess.run(["go", "mod", "edit", "-json"], cwd=tmp_path / "w", capture_output=True, text=True,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        assert len(json.loads(result.stdout)["Replace"]) == 3
+
+
+def test_a_go_mod_without_staging_lines_is_refused(tmp_path):
+    upstream = tmp_path / "upstream.mod"
+    upstream.write_text("module k8s.io/kubernetes\n\ngo 1.26.0\n")
+    with pytest.raises(LabError, match="no staging replace lines"):
+        kubernetes._staging_replacements(upstream, "v1.37.2")
+
+
+def test_binaries_are_stamped_with_the_release_as_upstream_does():
+    flags = kubernetes._kubernetes_ldflags("v1.37.2", {"Origin": {"Hash": "abc123"}, "Time": "2026-11-12T10:00:00Z"})
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        assert f"-X {package}.gitVersion=v1.37.2" in flags
+        assert f"-X {package}.gitMajor=1" in flags
+        assert f"-X {package}.gitMinor=37" in flags
+        assert f"-X {package}.gitCommit=abc123" in flags
+        assert f"-X {package}.buildDate=2026-11-12T10:00:00Z" in flags
+
+
+def _fake_entry(release: kubernetes.Release) -> None:
+    (release.directory / "bin").mkdir(parents=True)
+    for name in kubernetes.ENTRY_FILES:
+        (release.directory / name).write_bytes(name.encode())
+    manifest = {"key": release.key, "version": release.version, "etcd": release.etcd,
+                "sha256": {name: kubernetes._sha256(release.directory / name) for name in kubernetes.ENTRY_FILES}}
+    (release.directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_only_a_complete_unaltered_cache_entry_counts(cache):
+    release = kubernetes.Release("v1.37.2", "v3.6.16")
+    assert not kubernetes.cached(release)
+    _fake_entry(release)
+    assert kubernetes.cached(release)
+    (release.directory / "bin" / "kubelet").write_bytes(b"truncated")
+    assert not kubernetes.cached(release), "a binary that changed after the build must not be trusted"
+    _fake_entry(kubernetes.Release("v1.37.3", "v3.6.16"))
+    (cache / "kubernetes" / kubernetes.Release("v1.37.3", "v3.6.16").key / "manifest.json").unlink()
+    assert not kubernetes.cached(kubernetes.Release("v1.37.3", "v3.6.16")), "no manifest: an interrupted build"
+
+
+def test_the_cache_key_changes_with_version_etcd_and_recipe(monkeypatch):
+    keys = {kubernetes.Release("v1.37.2", "v3.6.16").key, kubernetes.Release("v1.37.3", "v3.6.16").key,
+            kubernetes.Release("v1.37.2", "v3.6.15").key}
+    monkeypatch.setattr(kubernetes, "RECIPE", "changed")
+    keys.add(kubernetes.Release("v1.37.2", "v3.6.16").key)
+    assert len(keys) == 4
+
+
+def test_a_build_without_go_says_so(cache, monkeypatch):
+    monkeypatch.setattr(kubernetes.shutil, "which", lambda name: None)
+    with pytest.raises(LabError, match=r"needs Go 1\.26 or newer: install it"):
+        kubernetes.ensure_binaries(kubernetes.Release("v1.37.2", "v3.6.16"))
+    assert not list((cache / "kubernetes").glob("v1.37.2*")), "nothing half-built may be left behind"
+
+
+def test_component_images_archive_is_what_docker_save_writes(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "etcdctl", "pause"):
+        (bin_dir / name).write_bytes(b"\x7fELF" + name.encode())
+    images = component_images.images_for("v1.37.2", "3.6.16-0", "3.10.2")
+    component_images.write_archive(images, bin_dir, tmp_path / "images.tar")
+    with tarfile.open(tmp_path / "images.tar") as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))
+        tags = [entry["RepoTags"][0] for entry in manifest]
+        assert tags == ["registry.k8s.io/kube-apiserver:v1.37.2", "registry.k8s.io/kube-controller-manager:v1.37.2",
+                        "registry.k8s.io/kube-scheduler:v1.37.2", "registry.k8s.io/etcd:3.6.16-0",
+                        "registry.k8s.io/pause:3.10.2"]
+        etcd = manifest[3]
+        config = json.load(archive.extractfile(etcd["Config"]))
+        with tarfile.open(fileobj=archive.extractfile(etcd["Layers"][0])) as layer:
+            assert {"usr/local/bin/etcd", "usr/local/bin/etcdctl", "etc/passwd", "tmp"} <= set(layer.getnames())
+            assert layer.getmember("usr/local/bin/etcd").mode == 0o755
+        assert any(item.startswith("PATH=") for item in config["config"]["Env"])
+
+
+def test_kubeadm_configurations_hold_the_lab_facts_and_the_join_secrets():
+    node = cluster.ClusterNode("cp1", "control-plane", "172.30.0.11", "kh-x-cp1", 0)
+    keys = cluster.Secrets.create()
+    release = kubernetes.Release("v1.37.2", "v3.6.16")
+    init = list(yaml.safe_load_all(cluster.init_configuration(node, release, "172.30.0.11:6443", 10, keys)))
+    kinds = {doc["kind"]: doc for doc in init}
+    assert kinds["InitConfiguration"]["bootstrapTokens"][0]["token"] == keys.token
+    assert kinds["InitConfiguration"]["nodeRegistration"]["ignorePreflightErrors"] == sorted(cluster.IGNORED_PREFLIGHT)
+    assert kinds["ClusterConfiguration"]["kubernetesVersion"] == "v1.37.2"
+    assert kinds["ClusterConfiguration"]["certificateValidityPeriod"] == "240h0m0s"
+    assert kinds["ClusterConfiguration"]["etcd"]["local"]["imageTag"] == "3.6.16-0"
+    assert kinds["KubeletConfiguration"]["failCgroupV1"] is False
+    worker = cluster.ClusterNode("w1", "worker", "172.30.0.101", "kh-x-w1", 1)
+    join = yaml.safe_load(cluster.join_configuration(worker, "172.30.0.11:6443", keys, "sha256:00"))
+    assert "controlPlane" not in join
+    cp2 = cluster.ClusterNode("cp2", "control-plane", "172.30.0.12", "kh-x-cp2", 2)
+    join = yaml.safe_load(cluster.join_configuration(cp2, "172.30.0.11:6443", keys, "sha256:00"))
+    assert join["controlPlane"]["certificateKey"] == keys.certificate_key
+    assert len(bytes.fromhex(keys.certificate_key)) == 32
+
+
+def test_ca_cert_hash_is_kubeadms_public_key_pin(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "ca.crt").write_bytes(pem)
+    # kubeadm's documented way: openssl x509 -pubkey | openssl pkey -pubin -outform der | sha256sum
+    pubkey = subprocess.run(["openssl", "x509", "-pubkey", "-noout", "-in", str(tmp_path / "ca.crt")],
+                            capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pubkey, capture_output=True,
+                         check=True).stdout
+    assert cluster.ca_cert_hash(pem) == "sha256:" + hashlib.sha256(der).hexdigest()
