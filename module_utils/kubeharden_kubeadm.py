@@ -20,7 +20,8 @@ except ImportError:  # imported directly by unit tests and the lab
     import kubeharden_manifest as manifest
     from kubeharden_node import deep_merge
 
-SUPPORTED = ((1, 29), (1, 34))
+# The Kubernetes minors kubeharden supports (upstream's supported releases); the lab builds exactly these.
+SUPPORTED = ((1, 35), (1, 37))
 V1BETA3, V1BETA4 = "kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4"
 PKI_DIR = "/etc/kubernetes/pki"
 CLUSTER_DOMAIN = "cluster.local"
@@ -71,7 +72,7 @@ class ConfigError(ValueError):
 def parse_version(text: str) -> tuple[int, int]:
     match = re.match(r"^v?(\d+)\.(\d+)", str(text).strip())
     if not match:
-        raise ConfigError(f"kubernetes_version {text!r} is not a version such as v1.31.4")
+        raise ConfigError(f"kubernetes_version {text!r} is not a version such as v1.37.2")
     version = (int(match.group(1)), int(match.group(2)))
     if not SUPPORTED[0] <= version <= SUPPORTED[1]:
         raise ConfigError(f"kubernetes_version {text} is not supported: kubeharden renders kubeadm configurations "
@@ -80,8 +81,9 @@ def parse_version(text: str) -> tuple[int, int]:
 
 
 def api_version(version: tuple[int, int]) -> str:
-    """kubeadm v1beta4 from Kubernetes 1.31 (extraArgs as a list of name/value pairs), v1beta3 before (a map)."""
-    return V1BETA4 if version >= (1, 31) else V1BETA3
+    """kubeadm v1beta4 (extraArgs as a list of name/value pairs): the only one kubeadm reads from 1.36, and
+    current in 1.35 (v1beta3 is deprecated there)."""
+    return V1BETA4
 
 
 def default_flags(component: str, cluster: dict) -> dict[str, str]:
@@ -143,24 +145,17 @@ def default_flags(component: str, cluster: dict) -> dict[str, str]:
     raise ConfigError(f"unknown component {component!r}")
 
 
-def to_extra_args(flags: dict[str, str], api: str):
-    ordered = sorted(flags.items())
-    if api == V1BETA4:
-        return [{"name": name, "value": str(value)} for name, value in ordered]
-    return {name: str(value) for name, value in ordered}
+def to_extra_args(flags: dict[str, str]) -> list[dict]:
+    return [{"name": name, "value": str(value)} for name, value in sorted(flags.items())]
 
 
-def from_extra_args(value, api: str, where: str) -> dict[str, str]:
-    """extraArgs in either form, checked against the form `api` requires."""
+def from_extra_args(value, where: str) -> dict[str, str]:
+    """v1beta4 extraArgs (a list of name/value pairs) as a map."""
     if value in (None, [], {}):
         return {}
-    if api == V1BETA4:
-        if not isinstance(value, list) or not all(isinstance(i, dict) and "name" in i for i in value):
-            raise ConfigError(f"{where}.extraArgs must be a list of name/value pairs in {V1BETA4}")
-        return {str(i["name"]): str(i.get("value", "")) for i in value}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}.extraArgs must be a map of flag names to values in {V1BETA3}")
-    return {str(k): str(v) for k, v in value.items()}
+    if not isinstance(value, list) or not all(isinstance(i, dict) and "name" in i for i in value):
+        raise ConfigError(f"{where}.extraArgs must be a list of name/value pairs in {V1BETA4}")
+    return {str(i["name"]): str(i.get("value", "")) for i in value}
 
 
 def hardened_args(component: str, cluster: dict, hardening: dict, user: dict) -> dict[str, str]:
@@ -225,7 +220,7 @@ def render(spec: dict) -> list[dict]:
                              (spec.get("extra_args") or {}).get(component) or {})
         section: dict = {}
         if args:
-            section["extraArgs"] = to_extra_args(args, api)
+            section["extraArgs"] = to_extra_args(args)
         volumes = [_volume(v, component) for v in (spec.get("volumes") or {}).get(component) or []]
         volumes += flag_volumes(component, args, [v["hostPath"] for v in volumes])
         if volumes and component != "etcd":
@@ -286,11 +281,12 @@ def effective(documents: list[dict]) -> dict:
         raise ConfigError("an InitConfiguration and a ClusterConfiguration are needed to tell what kubeadm init "
                           "writes (a JoinConfiguration takes the cluster's configuration from the cluster)")
     api = configuration.get("apiVersion")
-    if api not in (V1BETA3, V1BETA4):
-        raise ConfigError(f"ClusterConfiguration apiVersion {api!r} is not {V1BETA3} or {V1BETA4}")
-    if api_version(parse_version(configuration.get("kubernetesVersion", ""))) != api:
-        raise ConfigError(f"ClusterConfiguration uses {api}, but Kubernetes {configuration.get('kubernetesVersion')} "
-                          f"needs {api_version(parse_version(configuration['kubernetesVersion']))}")
+    if api == V1BETA3:
+        raise ConfigError(f"ClusterConfiguration uses {V1BETA3}, which kubeadm no longer reads from Kubernetes 1.36: "
+                          f"migrate it with `kubeadm config migrate` to {V1BETA4}")
+    if api != V1BETA4:
+        raise ConfigError(f"ClusterConfiguration apiVersion {api!r} is not {V1BETA4}")
+    parse_version(configuration.get("kubernetesVersion", ""))
     endpoint = init.get("localAPIEndpoint") or {}
     networking = configuration.get("networking") or {}
     etcd_local = (configuration.get("etcd") or {}).get("local") or {}
@@ -304,7 +300,7 @@ def effective(documents: list[dict]) -> dict:
     for component in COMPONENTS:
         section = etcd_local if component == "etcd" else configuration.get(SECTIONS[component]) or {}
         flags[component] = {**default_flags(component, cluster),
-                            **from_extra_args(section.get("extraArgs"), api, SECTIONS[component])}
+                            **from_extra_args(section.get("extraArgs"), SECTIONS[component])}
     kubelet = deep_merge(KUBELET_DEFAULTS, {k: v for k, v in (kinds.get("KubeletConfiguration") or {}).items()})
     return {"api_version": api, "flags": flags, "kubelet": kubelet,
             "volumes": {c: (configuration.get(SECTIONS[c]) or {}).get("extraVolumes") or [] for c in COMPONENTS}}

@@ -10,8 +10,8 @@ short_description: Write a hardened kubeadm configuration file for kubeadm init 
 description:
   - Renders InitConfiguration, ClusterConfiguration (every hardening flag as extraArgs of its component, every
     file the control plane reads as extraVolumes), KubeletConfiguration and KubeProxyConfiguration for the first
-    control-plane node, or a JoinConfiguration for a node that joins. kubeadm.k8s.io/v1beta4 for Kubernetes 1.31
-    and later (extraArgs as name/value pairs), v1beta3 before (a map).
+    control-plane node, or a JoinConfiguration for a node that joins, in kubeadm.k8s.io/v1beta4 (extraArgs as
+    name/value pairs), the only version kubeadm reads from Kubernetes 1.36.
   - Flags kubeadm already sets to the wanted value are left out. A flag kubeharden removes that kubeadm sets by
     default, an unsupported Kubernetes version, or an extra argument that contradicts a hardening flag fails
     before anything is written, naming the setting.
@@ -24,7 +24,7 @@ options:
     type: path
     default: /etc/kubernetes/kubeadm-config.yaml
   kubernetes_version:
-    description: The Kubernetes version kubeadm installs, such as v1.31.4.
+    description: The Kubernetes version kubeadm installs, such as v1.37.2.
     type: str
     required: true
   advertise_address:
@@ -90,7 +90,7 @@ author:
 EXAMPLES = r"""
 - name: Render the first control-plane node's kubeadm configuration
   kubeharden_kubeadm_config:
-    kubernetes_version: v1.31.4
+    kubernetes_version: v1.37.2
     advertise_address: 192.0.2.10
     node_name: cp1
     flags:

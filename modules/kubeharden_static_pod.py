@@ -48,7 +48,7 @@ options:
     type: dict
     default: {}
   kubernetes_version:
-    description: Target version (C(v1.31)); default the manifest image's tag.
+    description: Target version (C(v1.37)); default the manifest image's tag.
     type: str
     default: ""
   backup:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from kubeharden.lab import docker
 from kubeharden.lab.errors import LabError
-from kubeharden.lab.kubeadm import KUBEADM_DROPIN, KUBELET_SERVICE, NodeLayout
+from kubeharden.lab.kubeadm import KUBEADM_DROPIN, KUBELET_SERVICE, Member, NodeLayout, etcd_environment
 from kubeharden.lab.kubernetes import Release
 
 NODE_RELEASE_DIR = "/opt/kubeharden-lab/kubernetes"  # the cached build, mounted read-only into every node
@@ -33,6 +33,8 @@ CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 POD_SUBNET = "10.244.0.0/16"
 SERVICE_SUBNET = "10.96.0.0/12"
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
+PKI_DIR = "/etc/kubernetes/pki"
+HOST_ETCD_PKI = "/etc/etcd/pki"  # a host etcd's own copies of its CA, server and peer certificates
 PACKAGE_BINARIES = ("kubeadm", "kubelet", "kubectl")  # what the kubeadm, kubelet and kubectl packages install
 
 # The lab's KubeletConfiguration settings, merged into kubeadm's: facts of this host, not hardening choices.
@@ -151,7 +153,17 @@ class Secrets:
         return cls(token, secrets.token_hex(32))
 
 
-def init_configuration(node: ClusterNode, release: Release, endpoint: str, cert_days: int, keys: Secrets) -> str:
+def _etcd_section(release: Release, external: list[ClusterNode] | None) -> dict:
+    if not external:
+        return {"local": {"imageTag": release.etcd_image_tag}}
+    return {"external": {"endpoints": [f"https://{m.ip}:2379" for m in external],
+                         "caFile": f"{PKI_DIR}/etcd/ca.crt", "certFile": f"{PKI_DIR}/apiserver-etcd-client.crt",
+                         "keyFile": f"{PKI_DIR}/apiserver-etcd-client.key"}}
+
+
+def init_configuration(node: ClusterNode, release: Release, endpoint: str, cert_days: int, keys: Secrets,
+                       external_etcd: list[ClusterNode] | None = None) -> str:
+    """kubeadm init's configuration; with `external_etcd`, the apiserver uses those members' host etcd."""
     kubeadm_api = "kubeadm.k8s.io/v1beta4"
     documents = [
         _document(kubeadm_api, "InitConfiguration", {
@@ -166,7 +178,7 @@ def init_configuration(node: ClusterNode, release: Release, endpoint: str, cert_
             "controlPlaneEndpoint": endpoint,
             "certificateValidityPeriod": f"{cert_days * 24}h0m0s",
             "networking": {"podSubnet": POD_SUBNET, "serviceSubnet": SERVICE_SUBNET},
-            "etcd": {"local": {"imageTag": release.etcd_image_tag}},
+            "etcd": _etcd_section(release, external_etcd),
         }),
         _document("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration", dict(LAB_KUBELET)),
     ]
@@ -192,13 +204,11 @@ def ca_cert_hash(ca_pem: bytes) -> str:
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
-def _kubeadm(node: ClusterNode, action: str, config: str, log) -> None:
+def _kubeadm(node: ClusterNode, action: str, config: str, log, *extra: str) -> None:
     """Write the lab's kubeadm configuration on the node (0600: it holds the token) and run kubeadm with it."""
-    encoded = base64.b64encode(config.encode()).decode()
-    docker.exec_(node.container, "sh", "-euc",
-                 f"install -d -m 0700 {LAB_CONFIG_DIR}; umask 077; echo {encoded} | base64 -d > {KUBEADM_CONFIG}")
+    _write_config(node, KUBEADM_CONFIG, config)
     started = time.monotonic()
-    result = docker.exec_(node.container, "kubeadm", action, "--config", KUBEADM_CONFIG, "--v=1", check=False)
+    result = docker.exec_(node.container, "kubeadm", action, "--config", KUBEADM_CONFIG, *extra, check=False)
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip().splitlines()
         raise LabError(f"node {node.name}: kubeadm {action} failed (exit {result.returncode}); its last lines:\n"
@@ -211,13 +221,16 @@ def kubectl(container: str, *args: str, check: bool = False):
                         check=check)
 
 
-def bootstrap(nodes: list[ClusterNode], release: Release, cert_days: int, log) -> None:
+def bootstrap(nodes: list[ClusterNode], release: Release, cert_days: int, log,
+              external_etcd: list[ClusterNode] | None = None) -> None:
     """`kubeadm init` on the first control-plane node, then `kubeadm join` on the others, one at a time."""
     first = nodes[0]
     endpoint = f"{first.ip}:6443"
     keys = Secrets.create()
     log(f"{first.name}: kubeadm init (Kubernetes {release.version})")
-    _kubeadm(first, "init", init_configuration(first, release, endpoint, cert_days, keys), log)
+    # --upload-certs: the other control-plane nodes fetch the shared certificates with the certificate key.
+    config = init_configuration(first, release, endpoint, cert_days, keys, external_etcd)
+    _kubeadm(first, "init", config, log, "--upload-certs")
     ca_pem = docker.exec_(first.container, "cat", "/etc/kubernetes/pki/ca.crt").stdout.encode()
     ca_hash = ca_cert_hash(ca_pem)
     for node in nodes[1:]:
@@ -251,3 +264,61 @@ def _node_ready(node_list: dict) -> dict[str, bool]:
         conditions = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])}
         states[item["metadata"]["name"]] = conditions.get("Ready") == "True"
     return states
+
+
+def host_etcd(members: list[ClusterNode], release: Release, cert_days: int, log) -> None:
+    """etcd as a host systemd service on the control-plane nodes (kubespray's "host" deployment), for kubeadm's
+    external etcd: the built etcd installed over Debian's package (dpkg-divert), its certificates issued by
+    kubeadm's own certs phases from one etcd CA, copies owned by the etcd user, every member started together."""
+    first = members[0]
+    cluster = [Member(m.name, m.ip) for m in members]
+    ca = {}
+    for index, node in enumerate(members):
+        config = yaml.safe_dump_all([
+            _document("kubeadm.k8s.io/v1beta4", "InitConfiguration", {
+                "localAPIEndpoint": {"advertiseAddress": node.ip}, "nodeRegistration": _registration(node)}),
+            _document("kubeadm.k8s.io/v1beta4", "ClusterConfiguration", {
+                "kubernetesVersion": release.version, "certificateValidityPeriod": f"{cert_days * 24}h0m0s"}),
+        ], sort_keys=False)
+        _write_config(node, f"{LAB_CONFIG_DIR}/kubeadm-etcd-certs.yaml", config)
+        phases = ["etcd-server", "etcd-peer", "etcd-healthcheck-client", "apiserver-etcd-client"]
+        if index == 0:
+            phases.insert(0, "etcd-ca")
+        else:  # one etcd CA for every member, as kubeadm's external etcd guide copies it
+            for name, content in ca.items():
+                mode = "0600" if name.endswith(".key") else "0644"
+                docker.exec_(node.container, "sh", "-euc", f"install -d -m 0755 {PKI_DIR}/etcd; umask 077; "
+                             f"cat > {PKI_DIR}/etcd/{name}; chmod {mode} {PKI_DIR}/etcd/{name}", input=content)
+        for phase in phases:
+            _run(node, ["kubeadm", "init", "phase", "certs", phase, "--config",
+                        f"{LAB_CONFIG_DIR}/kubeadm-etcd-certs.yaml"], f"kubeadm init phase certs {phase}")
+        if index == 0:
+            ca = {name: docker.exec_(first.container, "cat", f"{PKI_DIR}/etcd/{name}").stdout
+                  for name in ("ca.crt", "ca.key")}
+        environment = etcd_environment(Member(node.name, node.ip), cluster, HOST_ETCD_PKI)
+        encoded = base64.b64encode(environment.encode()).decode()
+        _run(node, ["sh", "-euc", f"""
+dpkg-divert --quiet --local --rename --add /usr/bin/etcd
+dpkg-divert --quiet --local --rename --add /usr/bin/etcdctl
+install -m 0755 {NODE_RELEASE_DIR}/bin/etcd {NODE_RELEASE_DIR}/bin/etcdctl /usr/bin/
+install -d -m 0700 -o etcd -g etcd {HOST_ETCD_PKI} /var/lib/etcd
+for name in ca.crt server.crt peer.crt; do install -m 0644 -o etcd -g etcd {PKI_DIR}/etcd/$name {HOST_ETCD_PKI}/; done
+for name in server.key peer.key; do install -m 0600 -o etcd -g etcd {PKI_DIR}/etcd/$name {HOST_ETCD_PKI}/; done
+echo {encoded} | base64 -d > /etc/default/etcd
+systemctl enable etcd.service
+systemctl start --no-block etcd.service
+"""], "installing etcd")
+        log(f"{node.name}: etcd {release.etcd} as a host service")
+
+
+def _write_config(node: ClusterNode, path: str, content: str) -> None:
+    encoded = base64.b64encode(content.encode()).decode()
+    docker.exec_(node.container, "sh", "-euc",
+                 f"install -d -m 0700 {LAB_CONFIG_DIR}; umask 077; echo {encoded} | base64 -d > {path}")
+
+
+def _run(node: ClusterNode, command: list[str], what: str) -> None:
+    result = docker.exec_(node.container, *command, check=False)
+    if result.returncode != 0:
+        raise LabError(f"node {node.name}: {what} failed (exit {result.returncode}):\n"
+                       + (result.stdout + result.stderr).strip()[-1500:])

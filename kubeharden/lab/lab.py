@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from kubeharden.lab import cluster, docker, kubeadm, kubernetes, pki
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.image import LAB_ADMIN_USER, ImageSpec, ensure_image
+from kubeharden.lab.kubernetes import DEFAULT_MINOR
 
 ETCD_TOPOLOGIES = ("static", "host")
 MARKER = "/etc/kubeharden-lab/node.json"
@@ -67,8 +68,9 @@ class Topology:
     etcd: str = "static"
     debian: str = "12"
     cert_days: int = 365  # validity of the leaf certificates (shorter ones exercise renewal)
-    # None: nodes laid out as files only; otherwise the Kubernetes release kubeadm bootstraps (v1.37.2).
-    kubernetes: str | None = None
+    # The Kubernetes release kubeadm bootstraps: a minor (the newest built or served patch) or an exact patch.
+    # None lays the nodes out as files only (kubeadm v1.31's layout, no Kubernetes binary).
+    kubernetes: str | None = DEFAULT_MINOR
 
     def validate(self) -> None:
         if self.control_planes not in (1, 3, 5):
@@ -80,9 +82,6 @@ class Topology:
         if not 1 <= self.cert_days <= 365:
             raise LabError(f"--cert-days must be between 1 and 365, not {self.cert_days}")
         ImageSpec(self.debian).suite  # noqa: B018 - raises for an unknown release
-        if self.kubernetes is not None and self.etcd == "host":
-            raise LabError("--etcd host is not available with --kubernetes-version yet: "
-                           "real kubeadm labs run etcd as kubeadm's static pod")
 
     def node_names(self) -> list[tuple[str, str]]:
         return ([(f"cp{i}", "control-plane") for i in range(1, self.control_planes + 1)]
@@ -158,6 +157,7 @@ class Lab:
         docker.require_engine()
         release = None
         if topology.kubernetes is not None:
+            _require_inotify_instances()
             release = kubernetes.resolve(topology.kubernetes, log=self.log)
             topology = replace(topology, kubernetes=release.version)
         state = self.state()
@@ -307,7 +307,12 @@ class Lab:
                      f"({time.monotonic() - started:.0f} s)")
         control_planes = [n for n in nodes if n.role == "control-plane"]
         workers = [n for n in nodes if n.role != "control-plane"]
-        cluster.bootstrap(control_planes + workers, release, state.topology.cert_days, self.log)
+        external_etcd = None
+        if state.topology.etcd == "host":
+            cluster.host_etcd(control_planes, release, state.topology.cert_days, self.log)
+            self._wait_etcd(state)
+            external_etcd = control_planes
+        cluster.bootstrap(control_planes + workers, release, state.topology.cert_days, self.log, external_etcd)
 
     def _wait_etcd(self, state: LabState, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -394,6 +399,18 @@ def etcdctl(container: str, *args: str, cert: str = "healthcheck-client"):
     return docker.exec_(container, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints=https://127.0.0.1:2379",
                         f"--cacert={etcd_pki}/ca.crt", f"--cert={etcd_pki}/{cert}.crt", f"--key={etcd_pki}/{cert}.key",
                         "--dial-timeout=3s", "--command-timeout=5s", *args, check=False)
+
+
+INOTIFY_INSTANCES = 1024  # systemd, containerd and the kubelet of every node share the root user's instances
+
+
+def _require_inotify_instances() -> None:
+    path = Path("/proc/sys/fs/inotify/max_user_instances")
+    current = int(path.read_text()) if path.exists() else INOTIFY_INSTANCES
+    if current < INOTIFY_INSTANCES:
+        raise LabError(f"fs.inotify.max_user_instances is {current}: nodes running Kubernetes need at least "
+                       f"{INOTIFY_INSTANCES} on the host (`sysctl -w fs.inotify.max_user_instances=8192`, "
+                       "which ./dev setup does)")
 
 
 def _describe(topology: Topology) -> str:

@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 sys.path.insert(0, str(ROOT / "module_utils"))
 import kubeharden_kubeadm as kubeadm
 
-SPEC = {"kubernetes_version": "v1.31.4", "advertise_address": "192.0.2.10", "node_name": "cp1",
+SPEC = {"kubernetes_version": "v1.37.2", "advertise_address": "192.0.2.10", "node_name": "cp1",
         "flags": {"kube-apiserver": {"profiling": "false", "authorization-mode": "Node,RBAC",
                                      "audit-log-path": "/var/log/kubernetes/audit/audit.log",
                                      "token-auth-file": None},
@@ -24,13 +24,12 @@ def kinds(documents):
     return {d["kind"]: d for d in documents}
 
 
-@pytest.mark.parametrize(("version", "api", "form"), [("v1.30.8", kubeadm.V1BETA3, dict),
-                                                     ("v1.31.4", kubeadm.V1BETA4, list)])
-def test_extra_args_take_the_form_of_the_kubeadm_api(version, api, form):
+@pytest.mark.parametrize("version", ["v1.35.4", "v1.36.3", "v1.37.2"])
+def test_extra_args_are_v1beta4_name_value_pairs(version):
     documents = kubeadm.render({**SPEC, "kubernetes_version": version})
     cluster = kinds(documents)["ClusterConfiguration"]
-    assert cluster["apiVersion"] == api and isinstance(cluster["apiServer"]["extraArgs"], form)
-    args = kubeadm.from_extra_args(cluster["apiServer"]["extraArgs"], api, "apiServer")
+    assert cluster["apiVersion"] == kubeadm.V1BETA4 and isinstance(cluster["apiServer"]["extraArgs"], list)
+    args = kubeadm.from_extra_args(cluster["apiServer"]["extraArgs"], "apiServer")
     # Only what differs from kubeadm's defaults; a removal of a flag kubeadm never sets needs nothing.
     assert args == {"profiling": "false", "audit-log-path": "/var/log/kubernetes/audit/audit.log"}
     assert "etcd" not in cluster or "extraArgs" not in cluster["etcd"]["local"]
@@ -49,7 +48,8 @@ def test_effective_flags_are_kubeadm_defaults_plus_extra_args():
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"kubernetes_version": "v1.28.2"}, "kubernetes_version v1.28.2 is not supported"),
+    ({"kubernetes_version": "v1.34.4"}, "kubernetes_version v1.34.4 is not supported"),
+    ({"kubernetes_version": "v1.38.0"}, "for Kubernetes 1.35 to 1.37"),
     ({"kubernetes_version": "latest"}, "kubernetes_version 'latest' is not a version"),
     ({"extra_args": {"kube-apiserver": {"profiling": "true"}}},
      "extra_args for kube-apiserver sets --profiling=true, which conflicts with kubeharden's --profiling=false"),
@@ -75,8 +75,8 @@ def test_a_configuration_in_the_wrong_form_is_refused():
     kinds(documents)["ClusterConfiguration"]["apiServer"]["extraArgs"] = {"profiling": "false"}
     with pytest.raises(kubeadm.ConfigError, match=r"apiServer\.extraArgs must be a list"):
         kubeadm.effective(documents)
-    kinds(documents)["ClusterConfiguration"]["kubernetesVersion"] = "v1.30.0"
-    with pytest.raises(kubeadm.ConfigError, match=r"needs kubeadm\.k8s\.io/v1beta3"):
+    kinds(documents)["ClusterConfiguration"]["apiVersion"] = kubeadm.V1BETA3
+    with pytest.raises(kubeadm.ConfigError, match=r"no longer reads from Kubernetes 1\.36"):
         kubeadm.effective(documents)
 
 

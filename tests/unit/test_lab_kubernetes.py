@@ -13,6 +13,7 @@ import yaml
 
 from kubeharden.lab import cluster, component_images, kubernetes
 from kubeharden.lab.errors import LabError
+from tests.conftest import ROOT
 
 UPSTREAM_GO_MOD = """module k8s.io/kubernetes
 
@@ -224,3 +225,14 @@ def test_ca_cert_hash_is_kubeadms_public_key_pin(tmp_path):
     der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pubkey, capture_output=True,
                          check=True).stdout
     assert cluster.ca_cert_hash(pem) == "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def test_the_lab_the_roles_and_the_modules_support_the_same_window():
+    """One window of Kubernetes minors: what the lab builds is what the roles and modules accept."""
+    from kubeharden import node_code
+
+    low, high = node_code.load("kubeharden_kubeadm").SUPPORTED
+    modules = [f"{low[0]}.{minor}" for minor in range(low[1], high[1] + 1)]
+    role_vars = yaml.safe_load((ROOT / "roles/control_plane/vars/main.yml").read_text())
+    assert list(kubernetes.SUPPORTED_MINORS) == modules == role_vars["control_plane_supported_minors"]
+    assert modules[-1] == kubernetes.DEFAULT_MINOR
