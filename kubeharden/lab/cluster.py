@@ -120,7 +120,10 @@ def install_layout(node: ClusterNode, release: Release) -> NodeLayout:
 
 def install_commands(release: Release) -> str:
     binaries = " ".join(f"{NODE_RELEASE_DIR}/bin/{name}" for name in PACKAGE_BINARIES)
+    # Debian's etcd-server package (there for host etcd's unit and user) leaves an etcd-owned /var/lib/etcd;
+    # kubeadm creates its own, root-owned, and host etcd makes it again for the etcd user.
     return f"""
+rm -rf /var/lib/etcd
 install -m 0755 {binaries} /usr/bin/
 systemctl daemon-reload
 systemctl enable kubelet.service containerd.service

@@ -26,27 +26,20 @@ def _lab(tmp_path_factory, name: str, topology: Topology):
         lab.down(quiet=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """The default topology (cp1 + w1, etcd as a static pod, Debian 12)."""
+    """The default topology: cp1 + w1 running the default Kubernetes release (kubeadm init and join), etcd as
+    kubeadm's static pod, Debian 12. One per test module, so no more than two labs run at once (two workers)."""
     yield from _lab(tmp_path_factory, "pytest", Topology())
 
 
 @pytest.fixture(scope="module")
-def kubernetes_lab(tmp_path_factory):
-    """Real Kubernetes (the default release): kubeadm init on cp1, kubeadm join on w1."""
-    from kubeharden.lab.kubernetes import DEFAULT_MINOR
-
-    yield from _lab(tmp_path_factory, "pytest-k8s", Topology(kubernetes=DEFAULT_MINOR))
-
-
-@pytest.fixture(scope="session")
 def host_etcd_lab(tmp_path_factory):
     """kubespray's topology: etcd as a host systemd service, on Debian 13."""
     yield from _lab(tmp_path_factory, "pytest-host", Topology(control_planes=1, workers=0, etcd="host", debian="13"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ha_lab(tmp_path_factory):
     yield from _lab(tmp_path_factory, "pytest-ha", Topology(control_planes=3, workers=0))
 
