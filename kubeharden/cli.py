@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--kubernetes-version", metavar="VERSION",
                     help=f"bootstrap real Kubernetes with kubeadm: {kubernetes.supported_window()} (the newest "
                          "built or served patch) or an exact patch such as 1.37.2; built once and cached")
+    up.add_argument("--no-kubeadm", dest="kubeadm", action="store_const", const=False,
+                    help="install Kubernetes, leave kubeadm init and join to you (as before playbooks/bootstrap.yml)")
     build = lab_commands.add_parser("build", help="build (or check the cache of) a Kubernetes release for the lab")
     build.add_argument("--kubernetes-version", metavar="VERSION", default=kubernetes.DEFAULT_MINOR,
                        help=f"{kubernetes.supported_window()} or an exact patch (default: {kubernetes.DEFAULT_MINOR})")
@@ -175,7 +177,8 @@ def run_lab(args: argparse.Namespace) -> int:
         current = lab.state()
         base = asdict(current.topology if current else Topology())
         asked = {"control_planes": args.control_planes, "workers": args.workers, "etcd": args.etcd,
-                 "debian": args.debian, "cert_days": args.cert_days, "kubernetes": args.kubernetes_version}
+                 "debian": args.debian, "cert_days": args.cert_days, "kubernetes": args.kubernetes_version,
+                 "kubeadm": args.kubeadm}
         state = lab.up(Topology(**{**base, **{k: v for k, v in asked.items() if v is not None}}))
         print(f"lab {state.name!r} is up; try: ansible -i {lab.inventory_path} all -m ping")
         _print_status(lab.status())

@@ -187,6 +187,8 @@ def render(spec: dict) -> list[dict]:
     api = api_version(version)
     cluster = cluster_facts(spec)
     registration: dict = {"name": spec["node_name"], "criSocket": KUBELET_FLAGS["container-runtime-endpoint"]}
+    if spec.get("ignore_preflight_errors"):
+        registration["ignorePreflightErrors"] = sorted(spec["ignore_preflight_errors"])
     documents: list[dict] = []
     if spec.get("join"):
         join = spec["join"]
@@ -203,9 +205,11 @@ def render(spec: dict) -> list[dict]:
             if join.get("certificate_key"):
                 document["controlPlane"]["certificateKey"] = join["certificate_key"]
         return [document]
-    documents.append({"apiVersion": api, "kind": "InitConfiguration", "nodeRegistration": registration,
-                      "localAPIEndpoint": {"advertiseAddress": spec["advertise_address"],
-                                           "bindPort": cluster["bind_port"]}})
+    init = {"apiVersion": api, "kind": "InitConfiguration", "nodeRegistration": registration,
+            "localAPIEndpoint": {"advertiseAddress": spec["advertise_address"], "bindPort": cluster["bind_port"]}}
+    if spec.get("skip_phases"):
+        init["skipPhases"] = list(spec["skip_phases"])
+    documents.append(init)
     configuration: dict = {
         "apiVersion": api, "kind": "ClusterConfiguration", "kubernetesVersion": spec["kubernetes_version"],
         "clusterName": cluster["cluster_name"],
@@ -226,7 +230,8 @@ def render(spec: dict) -> list[dict]:
         if volumes and component != "etcd":
             section["extraVolumes"] = volumes
         if component == "etcd":
-            section = {"local": {"dataDir": cluster["etcd_data_dir"], **section}}
+            image = {"imageTag": spec["etcd_image_tag"]} if spec.get("etcd_image_tag") else {}
+            section = {"local": {"dataDir": cluster["etcd_data_dir"], **image, **section}}
         if section:
             configuration[SECTIONS[component]] = section
     documents.append(configuration)

@@ -75,6 +75,19 @@ options:
     description: kube-proxy's metrics address (CIS 4.3.1 wants loopback).
     type: str
     default: 127.0.0.1:10249
+  etcd_image_tag:
+    description: The local etcd's image tag, when it is not the one kubeadm picks (an air-gapped registry's).
+    type: str
+  ignore_preflight_errors:
+    description: kubeadm preflight checks this node cannot pass (nodeRegistration.ignorePreflightErrors).
+    type: list
+    elements: str
+    default: []
+  skip_phases:
+    description: kubeadm init phases not to run (skipPhases), such as addon/kube-proxy where a CNI replaces it.
+    type: list
+    elements: str
+    default: []
   join:
     description: Render a JoinConfiguration instead, with C(api_server_endpoint), C(token), C(ca_cert_hashes), and for a
       control-plane node C(control_plane=true) and C(certificate_key).
@@ -153,6 +166,9 @@ def main() -> None:
             "volumes": {"type": "dict", "default": {}},
             "kubelet": {"type": "dict", "default": {}},
             "kube_proxy_metrics_bind_address": {"type": "str", "default": "127.0.0.1:10249"},
+            "etcd_image_tag": {"type": "str"},
+            "ignore_preflight_errors": {"type": "list", "elements": "str", "default": []},
+            "skip_phases": {"type": "list", "elements": "str", "default": []},
             "join": {"type": "dict", "no_log": True},
             "backup_dir": {"type": "path", "default": DEFAULT_BACKUP_DIR},
         },

@@ -55,10 +55,16 @@ LAB_GROUP_VARS = """\
 control_plane_health_gate: false
 """
 
-KUBERNETES_GROUP_VARS = """\
----
-# Written by `kubeharden lab up --kubernetes-version`; removed by `down`. Real kubeadm nodes, nothing to set.
-"""
+def kubernetes_group_vars(release: kubernetes.Release) -> str:
+    """The lab's own facts, for playbooks/bootstrap.yml's kubeadm configuration (cluster.py has their reasons)."""
+    facts = {"control_plane_kubeadm_kubelet_extra": cluster.LAB_KUBELET,
+             "control_plane_kubeadm_etcd_image_tag": release.etcd_image_tag,
+             "control_plane_kubeadm_ignore_preflight_errors": sorted(cluster.IGNORED_PREFLIGHT),
+             "control_plane_kubeadm_skip_phases": list(cluster.SKIPPED_PHASES),
+             "control_plane_kubeadm_pod_subnet": cluster.POD_SUBNET}
+    return ("---\n# Written by `kubeharden lab up`; removed by `down`. What kubeadm needs on these containers, for\n"
+            "# playbooks/bootstrap.yml (kubeharden/lab/cluster.py says why each is needed).\n"
+            + yaml.safe_dump(facts, sort_keys=False))
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class Topology:
     # The Kubernetes release kubeadm bootstraps: a minor (the newest built or served patch) or an exact patch.
     # None lays the nodes out as files only (kubeadm v1.31's layout, no Kubernetes binary).
     kubernetes: str | None = DEFAULT_MINOR
+    # False: Kubernetes installed (binaries, containerd, images) but kubeadm init and join left to the user,
+    # as before playbooks/bootstrap.yml.
+    kubeadm: bool = True
 
     def validate(self) -> None:
         if self.control_planes not in (1, 3, 5):
@@ -82,6 +91,8 @@ class Topology:
         if not 1 <= self.cert_days <= 365:
             raise LabError(f"--cert-days must be between 1 and 365, not {self.cert_days}")
         ImageSpec(self.debian).suite  # noqa: B018 - raises for an unknown release
+        if not self.kubeadm and self.kubernetes is None:
+            raise LabError("--no-kubeadm needs a Kubernetes release to install")
 
     def node_names(self) -> list[tuple[str, str]]:
         return ([(f"cp{i}", "control-plane") for i in range(1, self.control_planes + 1)]
@@ -175,8 +186,9 @@ class Lab:
             state = self._create(topology, image, release)
         else:
             self._start_existing(state)
-        self._wait_etcd(state)
-        if release is not None:
+        if topology.kubeadm:
+            self._wait_etcd(state)
+        if release is not None and topology.kubeadm:
             cluster.wait_ready(self._cluster_nodes(state))
         self._write_inventory(state)
         return state
@@ -305,6 +317,8 @@ class Lab:
             docker.exec_(node.container, "sh", "-euc", cluster.install_commands(release))
             self.log(f"{node.name}: Kubernetes {release.version} installed, images imported "
                      f"({time.monotonic() - started:.0f} s)")
+        if not state.topology.kubeadm:
+            return
         control_planes = [n for n in nodes if n.role == "control-plane"]
         workers = [n for n in nodes if n.role != "control-plane"]
         external_etcd = None
@@ -345,7 +359,10 @@ class Lab:
         self.inventory_dir.mkdir(parents=True, exist_ok=True)
         self.inventory_path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
         self.group_vars_path.parent.mkdir(parents=True, exist_ok=True)
-        self.group_vars_path.write_text(LAB_GROUP_VARS if state.topology.kubernetes is None else KUBERNETES_GROUP_VARS)
+        self.group_vars_path.write_text(
+            LAB_GROUP_VARS if state.topology.kubernetes is None
+            else kubernetes_group_vars(kubernetes.Release(state.topology.kubernetes,
+                                                          kubernetes.SUPPORTED_MINORS[_minor(state.topology)])))
 
     # -- status, ssh, down -----------------------------------------------------------------------------
     def status(self) -> dict:
@@ -399,6 +416,10 @@ def etcdctl(container: str, *args: str, cert: str = "healthcheck-client"):
     return docker.exec_(container, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints=https://127.0.0.1:2379",
                         f"--cacert={etcd_pki}/ca.crt", f"--cert={etcd_pki}/{cert}.crt", f"--key={etcd_pki}/{cert}.key",
                         "--dial-timeout=3s", "--command-timeout=5s", *args, check=False)
+
+
+def _minor(topology: Topology) -> str:
+    return ".".join((topology.kubernetes or "").lstrip("v").split(".")[:2])
 
 
 INOTIFY_INSTANCES = 1024  # systemd, containerd and the kubelet of every node share the root user's instances

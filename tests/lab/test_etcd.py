@@ -1,8 +1,10 @@
-"""Encryption at rest on a lab control-plane node with real etcd: the verification module, the key's secrecy,
-the rotation's safety check, and bad input. (TLS rolling restarts: molecule scenarios etcd and etcd_host.)"""
+"""Encryption at rest on a lab control-plane node (real kube-apiserver and etcd): the verification module, the
+key's secrecy, the rotation through the apiserver with its safety check, and bad input. (TLS rolling restarts:
+molecule scenarios etcd and etcd_host.)"""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -10,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from kubeharden.lab import docker
+from kubeharden.lab import cluster, docker
 from kubeharden.lab.lab import Topology, etcdctl
 from tests.conftest import ROOT
 from tests.lab.conftest import _lab, playbook
@@ -50,13 +52,18 @@ def test_verification_module_reports_plaintext_and_the_key_that_encrypted(etcd_l
     put(etcd_lab, "/registry/secrets/default/plain", b'{"kind":"Secret","data":{}}')
     put(etcd_lab, "/registry/secrets/default/boxed", b"k8s:enc:secretbox:v1:key1:\x8f\x01\x02random")
     put(etcd_lab, "/registry/configmaps/default/other", b"not a secret")
-    result = module(etcd_lab, "kubeharden_etcd_encryption", {})
+    # Only the namespace this test writes to: the cluster's own secrets (kubeadm's) are there too.
+    result = module(etcd_lab, "kubeharden_etcd_encryption", {"prefixes": ["/registry/secrets/default/"]})
     assert not result["failed"], result
     assert result["keys"] == {"/registry/secrets/default/plain": "plaintext",
                               "/registry/secrets/default/boxed": "secretbox:key1"}
-    refused = module(etcd_lab, "kubeharden_etcd_encryption", {"forbid": ["secretbox:key1"]})
+    refused = module(etcd_lab, "kubeharden_etcd_encryption", {"prefixes": ["/registry/secrets/default/"],
+                                                              "forbid": ["secretbox:key1"]})
     assert refused["failed"] and refused["forbidden"] == ["/registry/secrets/default/boxed"]
-    etcdctl(etcd_lab.container("cp1"), "del", "/registry/secrets/default/boxed")
+    # Values no apiserver can decode: left in etcd they would keep its secrets informer (and /readyz) failing.
+    for name in ("boxed", "plain"):
+        etcdctl(etcd_lab.container("cp1"), "del", f"/registry/secrets/default/{name}")
+    etcdctl(etcd_lab.container("cp1"), "del", "/registry/configmaps/default/other")
 
 
 def test_bad_encryption_input_fails_before_anything_is_written(etcd_lab):
@@ -86,40 +93,42 @@ def test_key_is_made_on_the_node_root_only_and_never_in_ansible_output(etcd_lab)
     assert yaml.safe_load(node_text(etcd_lab, CONFIG)) == config  # never regenerated
 
 
-def test_rotation_keeps_the_old_key_while_etcd_still_needs_it(etcd_lab):
-    first = playbook(etcd_lab, "rotate-encryption-key.yml")
-    # Without a kube-apiserver the rotation adds and promotes the new key, then stops before rewriting secrets.
+def test_rotation_keeps_every_secret_readable_and_removes_the_old_key_last(etcd_lab):
+    cp1 = etcd_lab.container("cp1")
+    wired = playbook(etcd_lab, "control-plane.yml")  # the apiserver reads the encryption configuration
+    assert wired.returncode == 0, wired.stdout[-3000:]
+    created = cluster.kubectl(cp1, "create", "secret", "generic", "kept", "--from-literal=value=before-rotation")
+    assert created.returncode == 0, created.stderr
+    # Without an apiserver to rewrite through, the rotation stops after promoting the new key, and says so.
+    first = playbook(etcd_lab, "rotate-encryption-key.yml", "-e", "rotation_kubeconfig=/nonexistent")
     assert first.returncode != 0 and "rerun this playbook when the apiserver answers" in first.stdout
     state = json.loads(node_text(etcd_lab, STATE))
     assert state["phase"] == "promoted" and state["old_key"] == "secretbox:key1"
-    keys = [key["name"] for key in yaml.safe_load(node_text(etcd_lab, CONFIG))["resources"][0]["providers"][0][
-        "secretbox"]["keys"]]
-    assert keys == [state["new_key"].split(":")[1], "key1"]
-    # As if the secrets had been rewritten, except one value still written with key1.
-    docker.exec_(etcd_lab.container("cp1"), "sed", "-i", 's/"promoted"/"rewritten"/', STATE)
-    put(etcd_lab, "/registry/secrets/kube-system/left-behind", b"k8s:enc:secretbox:v1:key1:\x01\x02")
+    assert keys(etcd_lab) == [state["new_key"].split(":")[1], "key1"]
+    assert secret_value(cp1, "kept") == "before-rotation"
+    # A record that claims the secrets were rewritten while etcd still holds one under key1: refused, named.
+    docker.exec_(cp1, "sed", "-i", 's/"promoted"/"rewritten"/', STATE)
     refused = playbook(etcd_lab, "rotate-encryption-key.yml")
-    assert refused.returncode != 0 and "/registry/secrets/kube-system/left-behind" in refused.stdout
-    assert "key1" in node_text(etcd_lab, CONFIG)
-    etcdctl(etcd_lab.container("cp1"), "del", "/registry/secrets/kube-system/left-behind")
+    assert refused.returncode != 0 and "/registry/secrets/default/kept" in refused.stdout, refused.stdout[-2000:]
+    assert "key1" in keys(etcd_lab)
+    # Resumed from the true phase: every secret is rewritten, then the old key goes.
+    docker.exec_(cp1, "sed", "-i", 's/"rewritten"/"promoted"/', STATE)
     done = playbook(etcd_lab, "rotate-encryption-key.yml")
-    assert done.returncode == 0, done.stdout[-2000:]
-    names = [key["name"] for key in yaml.safe_load(node_text(etcd_lab, CONFIG))["resources"][0]["providers"][0][
-        "secretbox"]["keys"]]
-    assert names == [state["new_key"].split(":")[1]]
-    assert docker.exec_(etcd_lab.container("cp1"), "test", "-e", STATE, check=False).returncode != 0
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert keys(etcd_lab) == [state["new_key"].split(":")[1]]
+    assert docker.exec_(cp1, "test", "-e", STATE, check=False).returncode != 0
+    assert secret_value(cp1, "kept") == "before-rotation"
+    stored = module(etcd_lab, "kubeharden_etcd_encryption", {})
+    assert set(stored["counts"]) == {state["new_key"]}, stored["counts"]
     manifest = node_text(etcd_lab, "/etc/kubernetes/manifests/kube-apiserver.yaml")
     assert "kubeharden.io/encryption-config-sha256" in manifest  # the apiserver was restarted to read it
 
 
-def test_rotation_rewrites_secrets_on_a_real_cluster():
-    inventory = os.environ.get("KUBEHARDEN_REAL_CLUSTER_INVENTORY")
-    if not inventory:
-        pytest.skip("rewriting secrets needs a real kube-apiserver, which the lab does not have; set "
-                    "KUBEHARDEN_REAL_CLUSTER_INVENTORY to the inventory of a disposable kubeadm cluster to run it")
-    done = subprocess.run(["ansible-playbook", "-i", inventory, str(ROOT / "playbooks/rotate-encryption-key.yml")],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout[-3000:]
-    audit = subprocess.run(["kubeharden", "audit", "-i", inventory, "--controls", "KH-ETCD", "--format", "json"],
-                           capture_output=True, text=True, check=False)
-    assert audit.returncode == 0, audit.stdout
+def keys(lab) -> list[str]:
+    config = yaml.safe_load(node_text(lab, CONFIG))
+    return [key["name"] for key in config["resources"][0]["providers"][0]["secretbox"]["keys"]]
+
+
+def secret_value(container: str, name: str) -> str:
+    found = cluster.kubectl(container, "get", "secret", name, "-o", "jsonpath={.data.value}", check=True).stdout
+    return base64.b64decode(found).decode()

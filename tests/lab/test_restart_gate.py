@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
-from kubeharden.lab import docker
+from kubeharden.lab import cluster, docker
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.lab
@@ -15,21 +16,32 @@ MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 
 
 def test_gate_restores_the_manifest_when_the_apiserver_does_not_come_back(gate_lab):
-    """No kubelet runs the lab's apiserver, so it never comes back: exactly the failure path to prove."""
+    """A flag the real kube-apiserver refuses keeps it from starting: the previous manifest comes back."""
     container = gate_lab.container("cp1")
+    first = subprocess.run(  # everything before the apiserver (etcd as its own user) settles first
+        ["ansible-playbook", "-i", str(gate_lab.inventory_path), str(ROOT / "playbooks/control-plane.yml"),
+         "--tags", "control_plane_files,control_plane_etcd"], capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stdout[-3000:]
     before = docker.exec_(container, "sha256sum", MANIFEST).stdout
     result = subprocess.run(
         ["ansible-playbook", "-i", str(gate_lab.inventory_path), str(ROOT / "playbooks/control-plane.yml"),
-         "-e", json.dumps({"control_plane_health_gate": True, "control_plane_health_timeout": 5})],
+         "-e", json.dumps({"control_plane_health_timeout": 40,
+                           "control_plane_apiserver_extra_flags": {"no-such-flag": "true"}})],
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0
-    assert "kube-apiserver did not run its new manifest and report healthy within 5 s" in result.stdout
+    assert "kube-apiserver did not run its new manifest and report healthy within 40 s" in result.stdout, \
+        result.stdout[-3000:]
     assert "previous manifest was restored from /var/backups/kubeharden/etc/kubernetes/manifests/" in result.stdout
     assert docker.exec_(container, "sha256sum", MANIFEST).stdout == before
     assert docker.exec_(container, "stat", "-c", "%a %U:%G", MANIFEST).stdout.strip() == "600 root:root"
     # The play stopped at the apiserver: the controller-manager was not touched either.
     assert "profiling" not in docker.exec_(container, "cat", "/etc/kubernetes/manifests/kube-controller-manager.yaml"
                                            ).stdout
+    # The kubelet runs the restored manifest: the apiserver is ready again.
+    deadline = time.monotonic() + 120
+    while cluster.kubectl(container, "get", "--raw", "/readyz").stdout.strip() != "ok":
+        assert time.monotonic() < deadline, "the apiserver did not come back on its previous manifest"
+        time.sleep(2)
 
 
 def test_check_mode_never_triggers_the_gate(gate_lab):
@@ -41,7 +53,7 @@ def test_check_mode_never_triggers_the_gate(gate_lab):
 
 
 def test_gate_lets_etcd_through_once_it_runs_the_new_manifest_as_its_user(gate_lab):
-    """Real etcd (restarted by the lab's runner) passes the gate: its process runs the new flags, /health is OK."""
+    """Real etcd (restarted by the kubelet) passes the gate: its process runs the new flags, /health is OK."""
     from kubeharden.lab.lab import etcdctl
 
     container = gate_lab.container("cp1")
@@ -52,6 +64,6 @@ def test_gate_lets_etcd_through_once_it_runs_the_new_manifest_as_its_user(gate_l
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Wait for the health endpoint of etcd" in result.stdout or "changed=0" in result.stdout
-    assert docker.exec_(container, "ps", "-o", "user=", "-C", "etcd").stdout.split() == ["etcd"]
     assert etcdctl(container, "endpoint", "health").returncode == 0
+    assert docker.exec_(container, "ps", "-o", "user=", "-C", "etcd").stdout.split() == ["etcd"]
     assert docker.exec_(container, "stat", "-c", "%U:%G %a", "/var/lib/etcd").stdout.strip() == "etcd:etcd 700"
