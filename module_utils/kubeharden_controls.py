@@ -388,12 +388,14 @@ def _apiserver_config(state: Node, flag: str) -> tuple[object, str]:
         raise node.ReadError(f"--{flag} names {path}, which does not exist") from None
 
 
-HEALTH_PATHS = {"/livez", "/readyz", "/healthz"}
+# What anonymous requests may reach: the health endpoints the kubelet's probes call, and the public document
+# kubeadm's token discovery reads before a node joins (kubeadm grants system:anonymous `get` on it, no more).
+HEALTH_PATHS = {"/livez", "/readyz", "/healthz", "/api/v1/namespaces/kube-public/configmaps/cluster-info"}
 
 
 def read_anonymous_auth(check: dict, state: Node) -> Observation:
     """1.2.1: `false`, `health-only` (an AuthenticationConfiguration allows anonymous requests to health
-    endpoints only, as the kubelet's probes need), or `true`."""
+    endpoints only, as the kubelet's probes need, and kubeadm's cluster-info for joining nodes), or `true`."""
     flags, where = state.flags("kube-apiserver")
     if "authentication-config" not in flags:
         value = flags.get("anonymous-auth", "true")

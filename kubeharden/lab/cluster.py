@@ -35,7 +35,8 @@ SERVICE_SUBNET = "10.96.0.0/12"
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
 PKI_DIR = "/etc/kubernetes/pki"
 HOST_ETCD_PKI = "/etc/etcd/pki"  # a host etcd's own copies of its CA, server and peer certificates
-PACKAGE_BINARIES = ("kubeadm", "kubelet", "kubectl")  # what the kubeadm, kubelet and kubectl packages install
+PACKAGE_BINARIES = ("kubeadm", "kubelet", "kubectl")
+DEFAULT_CERT_DAYS = 365  # kubeadm's leaf validity  # what the kubeadm, kubelet and kubectl packages install
 
 # The lab's KubeletConfiguration settings, merged into kubeadm's: facts of this host, not hardening choices.
 LAB_KUBELET = {
@@ -164,6 +165,13 @@ def _etcd_section(release: Release, external: list[ClusterNode] | None) -> dict:
                          "keyFile": f"{PKI_DIR}/apiserver-etcd-client.key"}}
 
 
+def _signing_duration(cert_days: int) -> dict:
+    """Short-lived leaves: the kubelets' client certificates (signed by the controller-manager) as well."""
+    if cert_days == DEFAULT_CERT_DAYS:
+        return {}
+    return {"controllerManager": {"extraArgs": [{"name": "cluster-signing-duration", "value": f"{cert_days * 24}h"}]}}
+
+
 def init_configuration(node: ClusterNode, release: Release, endpoint: str, cert_days: int, keys: Secrets,
                        external_etcd: list[ClusterNode] | None = None) -> str:
     """kubeadm init's configuration; with `external_etcd`, the apiserver uses those members' host etcd."""
@@ -182,6 +190,7 @@ def init_configuration(node: ClusterNode, release: Release, endpoint: str, cert_
             "certificateValidityPeriod": f"{cert_days * 24}h0m0s",
             "networking": {"podSubnet": POD_SUBNET, "serviceSubnet": SERVICE_SUBNET},
             "etcd": _etcd_section(release, external_etcd),
+            **_signing_duration(cert_days),
         }),
         _document("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration", dict(LAB_KUBELET)),
     ]
@@ -239,6 +248,17 @@ def bootstrap(nodes: list[ClusterNode], release: Release, cert_days: int, log,
     for node in nodes[1:]:
         log(f"{node.name}: kubeadm join ({node.role})")
         _kubeadm(node, "join", join_configuration(node, endpoint, keys, ca_hash), log)
+    if cert_days != DEFAULT_CERT_DAYS:
+        _forget_short_validity(first)
+
+
+def _forget_short_validity(first: ClusterNode) -> None:
+    """Short-lived certificates are the lab's starting state only: the cluster's stored configuration goes back to
+    kubeadm's default validity, so `kubeadm certs renew` issues certificates as it would on any cluster."""
+    script = (f"kubectl --kubeconfig={ADMIN_KUBECONFIG} -n kube-system get configmap kubeadm-config -o yaml"
+              f" | sed '/certificateValidityPeriod:/d'"
+              f" | kubectl --kubeconfig={ADMIN_KUBECONFIG} replace -f -")
+    _run(first, ["sh", "-euc", script], "resetting the stored certificate validity")
 
 
 def wait_ready(nodes: list[ClusterNode], timeout: float = 240) -> None:

@@ -55,13 +55,19 @@ LAB_GROUP_VARS = """\
 control_plane_health_gate: false
 """
 
+LAB_HEALTH_TIMEOUT = 420
+
+
 def kubernetes_group_vars(release: kubernetes.Release) -> str:
     """The lab's own facts, for playbooks/bootstrap.yml's kubeadm configuration (cluster.py has their reasons)."""
     facts = {"control_plane_kubeadm_kubelet_extra": cluster.LAB_KUBELET,
              "control_plane_kubeadm_etcd_image_tag": release.etcd_image_tag,
              "control_plane_kubeadm_ignore_preflight_errors": sorted(cluster.IGNORED_PREFLIGHT),
              "control_plane_kubeadm_skip_phases": list(cluster.SKIPPED_PHASES),
-             "control_plane_kubeadm_pod_subnet": cluster.POD_SUBNET}
+             "control_plane_kubeadm_pod_subnet": cluster.POD_SUBNET,
+             # Several labs share two cores: a restarted component that lost its leader lease under load sits
+             # in the kubelet's crash-loop back-off for minutes before it runs again.
+             "control_plane_health_timeout": LAB_HEALTH_TIMEOUT}
     return ("---\n# Written by `kubeharden lab up`; removed by `down`. What kubeadm needs on these containers, for\n"
             "# playbooks/bootstrap.yml (kubeharden/lab/cluster.py says why each is needed).\n"
             + yaml.safe_dump(facts, sort_keys=False))

@@ -74,7 +74,7 @@ def test_foreign_tables_are_byte_identical_after_the_role(hardened):
 def test_etcd_ports_are_closed_from_a_worker_and_open_from_another_control_plane(hardened):
     lab, _ = hardened
     assert probe(lab, "w1", ip(lab, "cp1"), 2379) == "dropped"
-    assert probe(lab, "w1", ip(lab, "cp1"), 6443) == "refused"  # allowed, but no apiserver listens in the lab
+    assert probe(lab, "w1", ip(lab, "cp1"), 6443) == "open"  # the apiserver, open to every node
     assert probe(lab, "cp2", ip(lab, "cp1"), 2379) == "open"
     assert probe(lab, "cp3", ip(lab, "cp1"), 2380) == "open"
 
