@@ -108,6 +108,8 @@ def resolve(requested: str | None, log=print) -> Release:
         raise LabError(f"Kubernetes {text} is outside the versions kubeharden supports ({supported_window()})")
     if match.group(3) is not None:
         version = f"v{text}"
+        if _newest_cached(minor) == version:  # built before: no need to ask the proxy (labs come up offline)
+            return Release(version, SUPPORTED_MINORS[minor])
         served = _served_versions(log)
         if served is not None and version not in served:
             newest = _newest_patch(served, minor)

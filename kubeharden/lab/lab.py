@@ -127,7 +127,9 @@ class LabState:
         if not path.exists():
             return None
         raw = json.loads(path.read_text())
-        return cls(raw["name"], Topology(**raw["topology"]), raw["network"], raw["subnet"], raw["image"],
+        # A lab from a kubeharden before real Kubernetes has no release in its topology: files only.
+        topology = Topology(**{"kubernetes": None, **raw["topology"]})
+        return cls(raw["name"], topology, raw["network"], raw["subnet"], raw["image"],
                    [Node(**n) for n in raw["nodes"]])
 
     def save(self, path: Path) -> None:
