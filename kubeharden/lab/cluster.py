@@ -220,11 +220,7 @@ def _kubeadm(node: ClusterNode, action: str, config: str, log, *extra: str) -> N
     """Write the lab's kubeadm configuration on the node (0600: it holds the token) and run kubeadm with it."""
     _write_config(node, KUBEADM_CONFIG, config)
     started = time.monotonic()
-    result = docker.exec_(node.container, "kubeadm", action, "--config", KUBEADM_CONFIG, *extra, check=False)
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip().splitlines()
-        raise LabError(f"node {node.name}: kubeadm {action} failed (exit {result.returncode}); its last lines:\n"
-                       + "\n".join(output[-40:]))
+    _run(node, ["kubeadm", action, "--config", KUBEADM_CONFIG, *extra], f"kubeadm {action}")
     log(f"{node.name}: kubeadm {action} done in {time.monotonic() - started:.0f} s")
 
 
@@ -341,7 +337,9 @@ def _write_config(node: ClusterNode, path: str, content: str) -> None:
 
 
 def _run(node: ClusterNode, command: list[str], what: str) -> None:
+    """Run a command on the node; on failure, say what failed with the last 40 lines of its output."""
     result = docker.exec_(node.container, *command, check=False)
     if result.returncode != 0:
-        raise LabError(f"node {node.name}: {what} failed (exit {result.returncode}):\n"
-                       + (result.stdout + result.stderr).strip()[-1500:])
+        output = (result.stdout + result.stderr).strip().splitlines()
+        raise LabError(f"node {node.name}: {what} failed (exit {result.returncode}); its last lines:\n"
+                       + "\n".join(output[-40:]))

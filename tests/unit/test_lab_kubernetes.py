@@ -236,3 +236,12 @@ def test_the_lab_the_roles_and_the_modules_support_the_same_window():
     role_vars = yaml.safe_load((ROOT / "roles/control_plane/vars/main.yml").read_text())
     assert list(kubernetes.SUPPORTED_MINORS) == modules == role_vars["control_plane_supported_minors"]
     assert modules[-1] == kubernetes.DEFAULT_MINOR
+
+
+def test_a_failing_step_on_a_node_names_the_node_the_step_and_the_end_of_its_output(monkeypatch):
+    node = cluster.ClusterNode("cp1", "control-plane", "172.30.0.11", "kh-x-cp1", 0)
+    output = "\n".join(f"line {i}" for i in range(100)) + "\nerror execution phase preflight\n"
+    monkeypatch.setattr(cluster.docker, "exec_", lambda *a, **k: subprocess.CompletedProcess(a, 1, output, ""))
+    with pytest.raises(LabError, match=r"node cp1: kubeadm init failed \(exit 1\); its last lines:") as raised:
+        cluster._run(node, ["kubeadm", "init"], "kubeadm init")
+    assert str(raised.value).endswith("error execution phase preflight") and "line 59\n" not in str(raised.value)
