@@ -197,11 +197,11 @@ class Lab:
         if topology.kubeadm:
             self._wait_etcd(state)
         if release is not None and topology.kubeadm:
-            cluster.wait_ready(self._cluster_nodes(state))
+            cluster.wait_ready(self.cluster_nodes(state))
         self._write_inventory(state)
         return state
 
-    def _cluster_nodes(self, state: LabState) -> list[cluster.ClusterNode]:
+    def cluster_nodes(self, state: LabState) -> list[cluster.ClusterNode]:
         return [cluster.ClusterNode(n.name, n.role, n.ip, n.container, index) for index, n in enumerate(state.nodes)]
 
     def _complete(self, state: LabState) -> bool:
@@ -316,7 +316,7 @@ class Lab:
 
     def _provision_kubernetes(self, state: LabState, public_key: str, release: kubernetes.Release) -> None:
         """Install the release on every node as its packages would, then bootstrap the cluster with kubeadm."""
-        nodes = self._cluster_nodes(state)
+        nodes = self.cluster_nodes(state)
         for node, cluster_node in zip(state.nodes, nodes, strict=True):
             layout = self._node_files(node, public_key)
             layout.files += cluster.install_layout(cluster_node, release).files

@@ -121,7 +121,7 @@ def test_kubeadm_init_and_join_with_the_rendered_configuration_bring_up_a_harden
     assert done.returncode == 0, done.stdout[-3000:]
     joined = docker.exec_(w1, "kubeadm", "join", "--config", CONFIG, check=False)
     assert joined.returncode == 0, (joined.stdout + joined.stderr)[-3000:]
-    lab_cluster.wait_ready(lab_cluster_nodes(boot_lab))
+    lab_cluster.wait_ready(boot_lab.cluster_nodes(boot_lab.state()))
     manifest = docker.exec_(cp1, "cat", "/etc/kubernetes/manifests/kube-apiserver.yaml").stdout
     assert "--profiling=false" in manifest and "--encryption-provider-config=" in manifest
     report = subprocess.run(["kubeharden", "audit", "-i", str(boot_lab.inventory_path), "--format", "json",
@@ -129,7 +129,3 @@ def test_kubeadm_init_and_join_with_the_rendered_configuration_bring_up_a_harden
     results = json.loads(report.stdout)["nodes"]
     failing = {r["id"] for node in results.values() for r in node["results"] if r["status"] in ("fail", "error")}
     assert failing == EXCEPTIONS, failing
-
-
-def lab_cluster_nodes(lab) -> list:
-    return [lab_cluster.ClusterNode(n.name, n.role, n.ip, n.container, i) for i, n in enumerate(lab.state().nodes)]
