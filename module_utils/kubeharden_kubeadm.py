@@ -34,19 +34,21 @@ CA_DIRS = ("/etc/ssl/certs", "/etc/ca-certificates", "/usr/local/share/ca-certif
 # The hostPath mounts kubeadm gives each static pod: a flag's file outside them needs an extraVolume.
 DEFAULT_MOUNTS = {
     "kube-apiserver": (*CA_DIRS, PKI_DIR),
-    "kube-controller-manager": (*CA_DIRS, PKI_DIR, "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
-                                "/etc/kubernetes/controller-manager.conf"),
+    # (1.35's kubeadm also mounts the flexvolume directory; 1.36 dropped it, so no flag may count on it.)
+    "kube-controller-manager": (*CA_DIRS, PKI_DIR, "/etc/kubernetes/controller-manager.conf"),
     "kube-scheduler": ("/etc/kubernetes/scheduler.conf",),
     "etcd": (f"{PKI_DIR}/etcd", "/var/lib/etcd"),
 }
 
-# kubeadm's KubeletConfiguration defaults (what `kubeadm init` writes to /var/lib/kubelet/config.yaml).
+# What `kubeadm init` writes to /var/lib/kubelet/config.yaml before the user's KubeletConfiguration, 1.35-1.37
+# alike (containerRuntimeEndpoint is the node's criSocket). tests/unit/test_kubeadm_defaults.py holds this, the
+# default flags and the default mounts to what each release's kubeadm writes.
 KUBELET_DEFAULTS = {
     "apiVersion": "kubelet.config.k8s.io/v1beta1",
     "authentication": {"anonymous": {"enabled": False}, "webhook": {"cacheTTL": "0s", "enabled": True},
                        "x509": {"clientCAFile": f"{PKI_DIR}/ca.crt"}},
     "authorization": {"mode": "Webhook", "webhook": {"cacheAuthorizedTTL": "0s", "cacheUnauthorizedTTL": "0s"}},
-    "cgroupDriver": "systemd", "clusterDNS": ["10.96.0.10"], "clusterDomain": CLUSTER_DOMAIN,
+    "cgroupDriver": "systemd", "crashLoopBackOff": {}, "clusterDNS": ["10.96.0.10"], "clusterDomain": CLUSTER_DOMAIN,
     "containerRuntimeEndpoint": "", "cpuManagerReconcilePeriod": "0s", "evictionPressureTransitionPeriod": "0s",
     "fileCheckFrequency": "0s", "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
     "httpCheckFrequency": "0s", "imageMaximumGCAge": "0s", "imageMinimumGCAge": "0s",
@@ -54,11 +56,14 @@ KUBELET_DEFAULTS = {
     "logging": {"flushFrequency": 0, "options": {"json": {"infoBufferSize": "0"}, "text": {"infoBufferSize": "0"}},
                 "verbosity": 0},
     "memorySwap": {}, "nodeStatusReportFrequency": "0s", "nodeStatusUpdateFrequency": "0s",
-    "resolvConf": "/run/systemd/resolve/resolv.conf", "rotateCertificates": True, "runtimeRequestTimeout": "0s",
+    "rotateCertificates": True, "runtimeRequestTimeout": "0s",
     "shutdownGracePeriod": "0s", "shutdownGracePeriodCriticalPods": "0s",
     "staticPodPath": "/etc/kubernetes/manifests", "streamingConnectionIdleTimeout": "0s",
     "syncFrequency": "0s", "volumeStatsAggPeriod": "0s",
 }
+# Plain (not pointer) fields of the kubelet's Go struct: kubeadm leaves them out of config.yaml when zero, which
+# the kubelet reads as zero again (readOnlyPort 0: the unauthenticated port off).
+KUBELET_OMITTED_WHEN_ZERO = ("readOnlyPort",)
 # The kubelet's command line on a kubeadm node (10-kubeadm.conf drop-in and kubeadm-flags.env).
 KUBELET_FLAGS = {"bootstrap-kubeconfig": "/etc/kubernetes/bootstrap-kubelet.conf",
                  "kubeconfig": "/etc/kubernetes/kubelet.conf", "config": "/var/lib/kubelet/config.yaml",
@@ -87,7 +92,7 @@ def api_version(version: tuple[int, int]) -> str:
 
 
 def default_flags(component: str, cluster: dict) -> dict[str, str]:
-    """The flags kubeadm writes into a component's static pod (v1.31 layout), before any extraArgs."""
+    """The flags kubeadm writes into a component's static pod (1.35-1.37 alike), before any extraArgs."""
     p, ip, port = PKI_DIR, cluster["advertise_address"], str(cluster.get("bind_port", 6443))
     service_subnet = cluster.get("service_subnet", "10.96.0.0/12")
     if component == "kube-apiserver":
@@ -134,7 +139,7 @@ def default_flags(component: str, cluster: dict) -> dict[str, str]:
         return {
             "advertise-client-urls": f"https://{ip}:2379", "cert-file": f"{etcd}/server.crt",
             "client-cert-auth": "true", "data-dir": cluster.get("etcd_data_dir", "/var/lib/etcd"),
-            "experimental-initial-corrupt-check": "true", "experimental-watch-progress-notify-interval": "5s",
+            "feature-gates": "InitialCorruptCheck=true", "watch-progress-notify-interval": "5s",
             "initial-advertise-peer-urls": f"https://{ip}:2380",
             "initial-cluster": cluster.get("initial_cluster", f"{name}=https://{ip}:2380"),
             "key-file": f"{etcd}/server.key", "listen-client-urls": f"https://127.0.0.1:2379,https://{ip}:2379",
@@ -306,7 +311,12 @@ def effective(documents: list[dict]) -> dict:
         section = etcd_local if component == "etcd" else configuration.get(SECTIONS[component]) or {}
         flags[component] = {**default_flags(component, cluster),
                             **from_extra_args(section.get("extraArgs"), SECTIONS[component])}
-    kubelet = deep_merge(KUBELET_DEFAULTS, {k: v for k, v in (kinds.get("KubeletConfiguration") or {}).items()})
+    registration = init.get("nodeRegistration") or {}
+    kubelet = deep_merge({**KUBELET_DEFAULTS, "containerRuntimeEndpoint": registration.get("criSocket", "")},
+                         {k: v for k, v in (kinds.get("KubeletConfiguration") or {}).items()})
+    for key in KUBELET_OMITTED_WHEN_ZERO:
+        if kubelet.get(key) == 0:
+            del kubelet[key]
     return {"api_version": api, "flags": flags, "kubelet": kubelet,
             "volumes": {c: (configuration.get(SECTIONS[c]) or {}).get("extraVolumes") or [] for c in COMPONENTS}}
 

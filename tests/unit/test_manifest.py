@@ -5,12 +5,20 @@ import kubeharden_manifest as manifest
 import pytest
 import yaml
 
-from kubeharden.lab import kubeadm
-from tests.conftest import load_static_pod_runner
+from tests import kubeadm_node
 
 
 def apiserver():
-    return kubeadm.apiserver_manifest("10.0.0.1", "https://127.0.0.1:2379")
+    """The kube-apiserver manifest real kubeadm writes (the default release)."""
+    return yaml.safe_load(kubeadm_node.node_file("/etc/kubernetes/manifests/kube-apiserver.yaml"))
+
+
+def unmounted_paths(pod: dict) -> list[str]:
+    """Absolute paths in the container's flags that no hostPath mount of the pod brings into the container."""
+    mounts = [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]]
+    paths = [value for flag in command(pod)[1:] if "=" in flag
+             for value in flag.split("=", 1)[1].split(",") if value.startswith("/")]
+    return [p for p in paths if not any(p == m or p.startswith(m.rstrip("/") + "/") for m in mounts)]
 
 
 def command(pod):
@@ -33,25 +41,24 @@ def test_list_items_keyed_by_name():
     assert cmd[1:] == ["--enable-admission-plugins=NodeRestriction,EventRateLimit"]
 
 
-def test_new_file_flags_get_mounts_the_runner_accepts():
+def test_new_file_flags_get_mounts():
     pod = apiserver()
     changed = manifest.apply(pod, "kube-apiserver", {
         "audit-policy-file": "/etc/kubernetes/audit/policy.yaml",
         "audit-log-path": "/var/log/kubernetes/audit/audit.log",
-        "tls-cert-file": "/etc/kubernetes/pki/apiserver.crt"}, {}, [], (1, 31))
+        "tls-cert-file": "/etc/kubernetes/pki/apiserver.crt"}, {}, [], (1, 37))
     assert sorted(changed) == ["/etc/kubernetes/audit", "/var/log/kubernetes/audit"]
     mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["/etc/kubernetes/audit"]["readOnly"] is True
     assert "readOnly" not in mounts["/var/log/kubernetes/audit"]  # the apiserver writes its log there
-    runner = load_static_pod_runner()
-    assert runner.unmounted_paths(command(pod), runner.host_path_map(pod)) == []
+    assert unmounted_paths(pod) == []
 
 
 def test_applying_twice_changes_nothing_more():
     pod = apiserver()
     args = ("kube-apiserver", {"profiling": "false", "audit-policy-file": "/etc/kubernetes/audit/p.yaml"},
             {"enable-admission-plugins": {"add": ["EventRateLimit"]}}, [{"path": "/etc/kubernetes/admission"}],
-            (1, 31))
+            (1, 37))
     manifest.apply(pod, *args)
     once = copy.deepcopy(pod)
     assert manifest.apply(pod, *args) == []
@@ -74,8 +81,8 @@ def test_version_facts_refuse_removed_flags(flags, items, message):
 
 
 def test_image_tag_gives_the_version():
-    assert manifest.image_version(apiserver()) == (1, 31)
-    etcd = kubeadm.etcd_manifest(kubeadm.Member("cp1", "10.0.0.1"), [kubeadm.Member("cp1", "10.0.0.1")])
+    assert manifest.image_version(apiserver()) == (1, int(kubeadm_node.release().version.split(".")[1]))
+    etcd = yaml.safe_load(kubeadm_node.node_file("/etc/kubernetes/manifests/etcd.yaml"))
     assert manifest.image_version(etcd) is None  # etcd's tag is etcd's own version
 
 
@@ -89,5 +96,5 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 def test_kubeadm_serialisation_round_trips_byte_for_byte():
     """Editing a kubeadm manifest changes only what is asked: its text is what we would write."""
-    text = kubeadm.to_yaml(apiserver())
+    text = kubeadm_node.node_file("/etc/kubernetes/manifests/kube-apiserver.yaml")
     assert yaml.safe_dump(yaml.safe_load(text), sort_keys=True, default_flow_style=False, width=1 << 20) == text

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from kubeharden.lab import kubeadm
+from tests import kubeadm_node
 from tests.conftest import run_module
 
 
@@ -15,7 +15,7 @@ from tests.conftest import run_module
 def manifest_path(tmp_path):
     path = tmp_path / "manifests" / "kube-apiserver.yaml"
     path.parent.mkdir()
-    path.write_text(kubeadm.to_yaml(kubeadm.apiserver_manifest("10.0.0.1", "https://127.0.0.1:2379")))
+    path.write_text(kubeadm_node.node_file("/etc/kubernetes/manifests/kube-apiserver.yaml"))
     path.chmod(0o600)
     return path
 
@@ -62,7 +62,7 @@ def test_bad_input_fails_and_leaves_the_file_untouched(manifest_path, content, a
 @pytest.fixture
 def kubelet_config(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text(kubeadm.to_yaml(kubeadm.KUBELET_CONFIG))
+    path.write_text(kubeadm_node.node_file("/var/lib/kubelet/config.yaml"))
     path.chmod(0o644)
     return path
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from kubeharden.lab import kubeadm, pki
+from tests import kubeadm_node
 from tests.conftest import ROOT, run_module
 
 sys.path.insert(0, str(ROOT / "module_utils"))
@@ -24,26 +25,10 @@ NOW = dt.datetime.now(dt.UTC)
 CORRUPT = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
 
 
-def write_layout(root: Path, layout: kubeadm.NodeLayout) -> None:
-    for entry in layout.files:
-        target = root / entry.path.lstrip("/")
-        if entry.link_target:
-            target.symlink_to(root / entry.link_target.lstrip("/"))
-        elif entry.content is None:
-            target.mkdir(parents=True, exist_ok=True)
-            target.chmod(entry.mode)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(entry.content)
-            target.chmod(entry.mode)
-
-
 def node(tmp_path: Path, validity_days: int = 365) -> dict:
-    """A control-plane node's PKI and kubeconfigs under tmp_path; the module arguments that point at them."""
-    cas = pki.ClusterCAs.create(NOW - dt.timedelta(days=1))
-    member = kubeadm.Member("cp1", "172.30.0.11")
-    write_layout(tmp_path, kubeadm.control_plane_layout(cas, member, [member], NOW - dt.timedelta(hours=1), False,
-                                                        leaf_validity=dt.timedelta(days=validity_days)))
+    """A control-plane node's PKI and kubeconfigs as real kubeadm writes them under tmp_path; the module
+    arguments that point at them."""
+    kubeadm_node.control_plane(tmp_path, validity_days=validity_days)
     return {"pki_dir": str(tmp_path / "etc/kubernetes/pki"), "kubeconfig_dir": str(tmp_path / "etc/kubernetes"),
             "kubelet_pki_dir": str(tmp_path / "var/lib/kubelet/pki"), "backup_dir": str(tmp_path / "backups")}
 
@@ -71,7 +56,7 @@ def test_the_parser_reads_what_cryptography_reads(tmp_path):
     args = node(tmp_path)
     for path in Path(args["pki_dir"]).rglob("*.crt"):
         expected = load(path)
-        parsed = node_pki.parse_certificate(expected.public_bytes(pki.serialization.Encoding.DER))
+        parsed = node_pki.parse_certificate(expected.public_bytes(serialization.Encoding.DER))
         assert parsed.not_after == expected.not_valid_after_utc and parsed.serial == expected.serial_number
         assert node_pki.name_text(parsed.subject) == "".join(
             f"/{a.rfc4514_attribute_name}={a.value}" for a in expected.subject)
@@ -113,7 +98,7 @@ def test_renewal_keeps_identity_renews_due_leaves_only_and_is_idempotent(tmp_pat
     assert snapshot(pki_dir) == before
 
     done = run_module("kubeharden_pki", args)
-    assert done["changed"] and len(done["renewed"]) == 11  # 7 leaves of the PKI, 4 kubeconfig clients
+    assert done["changed"] and len(done["renewed"]) == 11  # 7 leaves; admin, super-admin, controller-manager, scheduler
     new_apiserver, new_admin = load(pki_dir / "apiserver.crt"), embedded(tmp_path / "etc/kubernetes/admin.conf")
     for old, new in ((old_apiserver, new_apiserver), (old_admin, new_admin)):
         assert identity(new) == identity(old) and new.public_key() != old.public_key()
@@ -138,17 +123,17 @@ def test_renewal_keeps_identity_renews_due_leaves_only_and_is_idempotent(tmp_pat
 def test_a_weak_key_is_replaced_even_when_not_due(tmp_path):
     args = {**node(tmp_path), "renew": True}
     pki_dir = Path(args["pki_dir"])
-    cas = pki.ClusterCAs(*(pki.KeyPair(None) for _ in range(4)))  # only the front-proxy CA is needed
-    cas.front_proxy_ca = pki.KeyPair(pki.serialization.load_pem_private_key(
-        (pki_dir / "front-proxy-ca.key").read_bytes(), None), load(pki_dir / "front-proxy-ca.crt"))
-    weak = pki.new_leaf(cas.front_proxy_ca, "front-proxy-client", [pki.CLIENT], NOW)
-    weak.key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    weak.cert = pki.x509.CertificateBuilder().subject_name(weak.cert.subject).issuer_name(weak.cert.issuer) \
-        .public_key(weak.key.public_key()).serial_number(1).not_valid_before(NOW).not_valid_after(
-            NOW + dt.timedelta(days=300)).add_extension(x509.ExtendedKeyUsage([pki.CLIENT]), critical=False) \
-        .sign(cas.front_proxy_ca.key, pki.hashes.SHA256())
-    (pki_dir / "front-proxy-client.crt").write_bytes(weak.cert_pem())
-    (pki_dir / "front-proxy-client.key").write_bytes(weak.key_pem())
+    ca_key = serialization.load_pem_private_key((pki_dir / "front-proxy-ca.key").read_bytes(), None)
+    current = load(pki_dir / "front-proxy-client.crt")
+    weak_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    weak = x509.CertificateBuilder().subject_name(current.subject).issuer_name(current.issuer) \
+        .public_key(weak_key.public_key()).serial_number(1).not_valid_before(NOW).not_valid_after(
+            NOW + dt.timedelta(days=300)).add_extension(
+            x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False) \
+        .sign(ca_key, hashes.SHA256())
+    (pki_dir / "front-proxy-client.crt").write_bytes(weak.public_bytes(serialization.Encoding.PEM))
+    (pki_dir / "front-proxy-client.key").write_bytes(weak_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
     done = run_module("kubeharden_pki", args)
     assert [r["name"] for r in done["renewed"]] == [str(pki_dir / "front-proxy-client.crt")]
     assert done["renewed"][0]["reasons"] == ["weak key (RSA 1024 bits)"]
@@ -187,6 +172,7 @@ def test_service_account_steps_refuse_to_run_out_of_order(tmp_path):
     args = node(tmp_path)
     pki_dir = Path(args["pki_dir"])
     original = snapshot(pki_dir)
+    pub_mode = (pki_dir / "sa.pub").stat().st_mode & 0o777  # kubeadm writes it 0600
     sa = {"pki_dir": args["pki_dir"], "backup_dir": args["backup_dir"]}
 
     def step(name: str, **extra) -> dict:
@@ -212,7 +198,7 @@ def test_service_account_steps_refuse_to_run_out_of_order(tmp_path):
     retired = step("retire")
     assert retired["published"] == [staged["next"]] and step("retire")["changed"] is False
     assert oct((pki_dir / "sa.key").stat().st_mode & 0o777) == "0o600"
-    assert oct((pki_dir / "sa.pub").stat().st_mode & 0o777) == "0o644"
+    assert (pki_dir / "sa.pub").stat().st_mode & 0o777 == pub_mode
     assert len(list(Path(args["backup_dir"]).rglob("sa.key.*"))) == 1
 
 
