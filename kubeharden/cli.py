@@ -162,7 +162,7 @@ def _print_status(status: dict) -> None:
         print(f"lab {status['name']!r} is not up (kubeharden lab up)")
         return
     topology = status["topology"]
-    kind = f"Kubernetes {topology['kubernetes']}" if topology.get("kubernetes") else "kubeadm layout as files"
+    kind = f"Kubernetes {topology['kubernetes']}"
     print(f"lab {status['name']!r}: {kind}, Debian {topology['debian']}, {topology['etcd']} etcd, network "
           f"{status['network']} ({status['subnet']})")
     print(f"{'NODE':6} {'ROLE':14} {'ADDRESS':16} {'STATE':9} ETCD")

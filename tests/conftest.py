@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -15,16 +13,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNER = ROOT / "kubeharden/lab/node_files/usr/local/lib/kubeharden-lab/static-pod-runner"
-
-
-def load_static_pod_runner():
-    """The runner is a script installed on nodes; import it as a module to test its pure functions."""
-    loader = importlib.machinery.SourceFileLoader("static_pod_runner", str(RUNNER))
-    spec = importlib.util.spec_from_loader("static_pod_runner", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 def require_lab() -> None:

@@ -21,10 +21,13 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from kubeharden import node_code
 from kubeharden.lab import docker
 from kubeharden.lab.errors import LabError
-from kubeharden.lab.kubeadm import KUBEADM_DROPIN, KUBELET_SERVICE, Member, NodeLayout, etcd_environment
+from kubeharden.lab.files import NodeLayout
 from kubeharden.lab.kubernetes import Release
+
+KUBEADM = node_code.load("kubeharden_kubeadm")  # kubeadm's own etcd flags, for etcd run as a host service
 
 NODE_RELEASE_DIR = "/opt/kubeharden-lab/kubernetes"  # the cached build, mounted read-only into every node
 LAB_CONFIG_DIR = "/etc/kubeharden-lab"
@@ -62,6 +65,41 @@ class ClusterNode:
     ip: str
     container: str
     index: int  # position in the lab, for the node's pod subnet
+
+
+# What the kubelet and kubeadm Debian packages (pkgs.k8s.io) install beside the binaries.
+KUBELET_SERVICE = """[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+KUBEADM_DROPIN = """# Note: This dropin only works with kubeadm and kubelet v1.11+
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf \
+--kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+# This is a file that "kubeadm init" and "kubeadm join" generates at runtime, populating the \
+KUBELET_KUBEADM_ARGS variable dynamically
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+# This is a file that the user can use for overrides of the kubelet args as a last resort. Preferably, \
+the user should use
+# the .NodeRegistration.KubeletExtraArgs object in the configuration files instead. KUBELET_EXTRA_ARGS \
+should be sourced from this file.
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+"""
 
 
 def containerd_config(pause_image: str) -> str:
@@ -290,7 +328,6 @@ def host_etcd(members: list[ClusterNode], release: Release, cert_days: int, log)
     external etcd: the built etcd installed over Debian's package (dpkg-divert), its certificates issued by
     kubeadm's own certs phases from one etcd CA, copies owned by the etcd user, every member started together."""
     first = members[0]
-    cluster = [Member(m.name, m.ip) for m in members]
     ca = {}
     for index, node in enumerate(members):
         config = yaml.safe_dump_all([
@@ -314,7 +351,7 @@ def host_etcd(members: list[ClusterNode], release: Release, cert_days: int, log)
         if index == 0:
             ca = {name: docker.exec_(first.container, "cat", f"{PKI_DIR}/etcd/{name}").stdout
                   for name in ("ca.crt", "ca.key")}
-        environment = etcd_environment(Member(node.name, node.ip), cluster, HOST_ETCD_PKI)
+        environment = etcd_environment(node, members, HOST_ETCD_PKI)
         encoded = base64.b64encode(environment.encode()).decode()
         _run(node, ["sh", "-euc", f"""
 dpkg-divert --quiet --local --rename --add /usr/bin/etcd
@@ -328,6 +365,19 @@ systemctl enable etcd.service
 systemctl start --no-block etcd.service
 """], "installing etcd")
         log(f"{node.name}: etcd {release.etcd} as a host service")
+
+
+def etcd_environment(node: ClusterNode, members: list[ClusterNode], pki_dir: str) -> str:
+    """/etc/default/etcd for etcd run as a host service: the flags kubeadm gives a stacked member, as variables."""
+    flags = KUBEADM.default_flags("etcd", {
+        "advertise_address": node.ip, "node_name": node.name,
+        "initial_cluster": ",".join(f"{m.name}=https://{m.ip}:2380" for m in members)})
+    flags["initial-cluster-state"] = "new"
+    lines = ["# etcd as a host systemd service; read by etcd.service (EnvironmentFile)."]
+    for name, value in flags.items():
+        value = value.replace(f"{PKI_DIR}/etcd", pki_dir)
+        lines.append(f"ETCD_{name.upper().replace('-', '_')}={value}")
+    return "\n".join(lines) + "\n"
 
 
 def _write_config(node: ClusterNode, path: str, content: str) -> None:

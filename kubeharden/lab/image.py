@@ -171,7 +171,7 @@ apt-get install -q -y --download-only {' '.join(CACHED_PACKAGES)}
             shutil.copy(source, target)
             target.chmod(0o755 if os.access(source, os.X_OK) else 0o644)
     # The node's SSH host keys are made at first boot, so no two lab nodes share them; etcd is started by
-    # the lab (as a static pod or a host service), never by the package's default unit.
+    # kubeadm (a static pod) or by the lab (a host service), never by the package's default unit.
     _chroot(rootfs, f"""
 useradd --create-home --shell /bin/bash --groups sudo {LAB_ADMIN_USER}
 printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {LAB_ADMIN_USER} > /etc/sudoers.d/{LAB_ADMIN_USER}

@@ -1,19 +1,17 @@
-"""Bring a lab of kubeadm-like nodes up, report on it, and take it down.
+"""Bring a lab of real Kubernetes nodes up, report on it, and take it down.
 
 Nodes are systemd containers on a docker network the lab creates (`--internal`: no route out, never the
-host network). Each runs sshd with the lab's key; control-plane nodes run real etcd, either as the
-etcd static pod (started by the lab's static pod runner) or as the host's etcd.service.
+host network). Each runs sshd with the lab's key, containerd and the kubelet of a release built from source
+(kubernetes.py); `kubeadm init` and `kubeadm join` make them a cluster (cluster.py), with etcd stacked as
+kubeadm's static pod or run as the host's etcd.service.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import io
 import ipaddress
 import json
 import os
 import shutil
-import tarfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,8 +20,9 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from kubeharden.lab import cluster, docker, kubeadm, kubernetes, pki
+from kubeharden.lab import cluster, docker, kubernetes
 from kubeharden.lab.errors import LabError
+from kubeharden.lab.files import NodeLayout
 from kubeharden.lab.image import LAB_ADMIN_USER, ImageSpec, ensure_image
 from kubeharden.lab.kubernetes import DEFAULT_MINOR
 
@@ -37,23 +36,12 @@ RUN_OPTIONS = [
     # What kubeadm's preflight demands of a node; the lab presets it in the node's network namespace.
     "--sysctl", "net.ipv4.ip_forward=1",
 ]
-# Nodes laid out as files: systemd manages cgroups through the host's hierarchy.
-FILES_NODE_OPTIONS = ["--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
-# Nodes running Kubernetes: their own cgroup namespace, which the node's first process (kubeharden-lab/init)
+# Nodes run Kubernetes in their own cgroup namespace, which the node's first process (kubeharden-lab/init)
 # remounts writable so the kubelet finds its cgroups where it creates them; containerd's overlay snapshots
 # need a volume (overlay on docker's overlay does not work); a terminal gives the node a /dev/console for
 # the kubelet's /dev/kmsg (kubeharden-lab-kernel.service), as the host's must stay unread.
 KUBERNETES_NODE_OPTIONS = ["--cgroupns=private", "--entrypoint", "/usr/local/lib/kubeharden-lab/init", "-t",
                            "-v", "/var/lib/containerd"]
-
-
-LAB_GROUP_VARS = """\
----
-# Written by `kubeharden lab up`; removed by `down`.
-# No kubelet runs the lab's control plane (no Kubernetes binaries exist here), so no component would ever
-# come back after a manifest change: the restart gate would roll every change back. Real clusters keep it on.
-control_plane_health_gate: false
-"""
 
 LAB_HEALTH_TIMEOUT = 420
 
@@ -81,8 +69,7 @@ class Topology:
     debian: str = "12"
     cert_days: int = 365  # validity of the leaf certificates (shorter ones exercise renewal)
     # The Kubernetes release kubeadm bootstraps: a minor (the newest built or served patch) or an exact patch.
-    # None lays the nodes out as files only (kubeadm v1.31's layout, no Kubernetes binary).
-    kubernetes: str | None = DEFAULT_MINOR
+    kubernetes: str = DEFAULT_MINOR
     # False: Kubernetes installed (binaries, containerd, images) but kubeadm init and join left to the user,
     # as before playbooks/bootstrap.yml.
     kubeadm: bool = True
@@ -97,8 +84,6 @@ class Topology:
         if not 1 <= self.cert_days <= 365:
             raise LabError(f"--cert-days must be between 1 and 365, not {self.cert_days}")
         ImageSpec(self.debian).suite  # noqa: B018 - raises for an unknown release
-        if not self.kubeadm and self.kubernetes is None:
-            raise LabError("--no-kubeadm needs a Kubernetes release to install")
 
     def node_names(self) -> list[tuple[str, str]]:
         return ([(f"cp{i}", "control-plane") for i in range(1, self.control_planes + 1)]
@@ -127,8 +112,11 @@ class LabState:
         if not path.exists():
             return None
         raw = json.loads(path.read_text())
-        # A lab from a kubeharden before real Kubernetes has no release in its topology: files only.
-        topology = Topology(**{"kubernetes": None, **raw["topology"]})
+        if "kubernetes" not in raw["topology"]:
+            raise LabError(f"the lab in {path.parent.parent} was made by a kubeharden before real Kubernetes "
+                           f"(its nodes hold files that imitate kubeadm): run `kubeharden lab down --name "
+                           f"{raw['name']}` and bring it up again")
+        topology = Topology(**raw["topology"])
         return cls(raw["name"], topology, raw["network"], raw["subnet"], raw["image"],
                    [Node(**n) for n in raw["nodes"]])
 
@@ -174,18 +162,15 @@ class Lab:
     def up(self, topology: Topology) -> LabState:
         topology.validate()
         docker.require_engine()
-        release = None
-        if topology.kubernetes is not None:
-            _require_inotify_instances()
-            release = kubernetes.resolve(topology.kubernetes, log=self.log)
-            topology = replace(topology, kubernetes=release.version)
+        _require_inotify_instances()
+        release = kubernetes.resolve(topology.kubernetes, log=self.log)
+        topology = replace(topology, kubernetes=release.version)
         state = self.state()
         if state is not None and state.topology != topology:
             raise LabError(f"lab {self.name!r} already runs {_describe(state.topology)}; "
                            f"run `kubeharden lab down --name {self.name}` before asking for {_describe(topology)}")
         image = ensure_image(ImageSpec(topology.debian), log=self.log)
-        if release is not None:
-            kubernetes.ensure_binaries(release, log=self.log)
+        kubernetes.ensure_binaries(release, log=self.log)
         if state is not None and not self._complete(state):
             self.log(f"lab {self.name!r} is incomplete (a node or its network is gone): recreating it")
             self.down(quiet=True)
@@ -196,7 +181,7 @@ class Lab:
             self._start_existing(state)
         if topology.kubeadm:
             self._wait_etcd(state)
-        if release is not None and topology.kubeadm:
+        if topology.kubeadm:
             cluster.wait_ready(self.cluster_nodes(state))
         self._write_inventory(state)
         return state
@@ -216,7 +201,7 @@ class Lab:
                 docker.run("start", node.container)
         self._wait_systemd(state.nodes)
 
-    def _create(self, topology: Topology, image: str, release: kubernetes.Release | None) -> LabState:
+    def _create(self, topology: Topology, image: str, release: kubernetes.Release) -> LabState:
         self.down(quiet=True)  # leftovers of an `up` that failed half-way
         self.state_dir.mkdir(parents=True, exist_ok=True)
         subnet = self._create_network()
@@ -228,9 +213,8 @@ class Lab:
             nodes.append(Node(name, role, str(hosts[offset]), self.container(name)))
         state = LabState(self.name, topology, self.network, subnet, image, nodes)
         public_key = self._ensure_key()
-        # A Kubernetes node gets the release's cached build (binaries and images), mounted read-only.
-        node_options = FILES_NODE_OPTIONS if release is None else [
-            *KUBERNETES_NODE_OPTIONS, "-v", f"{release.directory}:{cluster.NODE_RELEASE_DIR}:ro"]
+        # Every node gets the release's cached build (binaries and images), mounted read-only.
+        node_options = [*KUBERNETES_NODE_OPTIONS, "-v", f"{release.directory}:{cluster.NODE_RELEASE_DIR}:ro"]
         for node in nodes:
             self.log(f"starting node {node.name} ({node.role}, {node.ip})")
             docker.run("run", "-d", *RUN_OPTIONS, *node_options, "--network", self.network, "--ip", node.ip,
@@ -238,10 +222,7 @@ class Lab:
                        "--label", f"kubeharden.node={node.name}", "--label", f"kubeharden.role={node.role}",
                        image, "/sbin/init")
         self._wait_systemd(nodes)
-        if release is None:
-            self._provision(state, public_key)
-        else:
-            self._provision_kubernetes(state, public_key, release)
+        self._provision(state, public_key, release)
         state.save(self.state_path)  # only a fully provisioned lab has a state file
         return state
 
@@ -282,31 +263,9 @@ class Lab:
                                    f"(state {result.stdout.strip() or result.stderr.strip()!r})")
                 time.sleep(0.5)
 
-    def _provision(self, state: LabState, public_key: str) -> None:
-        topology = state.topology
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        cas = pki.ClusterCAs.create(now)
-        control_planes = [n for n in state.nodes if n.role == "control-plane"]
-        members = [kubeadm.Member(n.name, n.ip) for n in control_planes]
-        api_server = f"https://{control_planes[0].ip}:6443"
-        host_etcd = topology.etcd == "host"
-        validity = dt.timedelta(days=topology.cert_days)
-        for node in state.nodes:
-            if node.role == "control-plane":
-                layout = kubeadm.control_plane_layout(cas, kubeadm.Member(node.name, node.ip), members, now,
-                                                      host_etcd=host_etcd, leaf_validity=validity)
-            else:
-                layout = kubeadm.worker_layout(cas, node.name, node.ip, api_server, now, leaf_validity=validity)
-            layout.files += self._node_files(node, public_key).files
-            docker.exec_(node.container, "tar", "-x", "-p", "-C", "/", input=_tar(layout))
-            if node.role == "control-plane":
-                unit = "etcd.service" if host_etcd else "kubeharden-lab-static-pods.service"
-                docker.exec_(node.container, "systemctl", "enable", unit)
-                docker.exec_(node.container, "systemctl", "start", "--no-block", unit)
-
-    def _node_files(self, node: Node, public_key: str) -> kubeadm.NodeLayout:
+    def _node_files(self, node: Node, public_key: str) -> NodeLayout:
         """What every lab node carries whatever its kind: the lab marker and the admin user's SSH key."""
-        layout = kubeadm.NodeLayout()
+        layout = NodeLayout()
         layout.directory(os.path.dirname(MARKER), 0o755)
         layout.file(MARKER, json.dumps({"lab": self.name, "node": node.name, "role": node.role}) + "\n", 0o644)
         ssh_dir = f"/home/{LAB_ADMIN_USER}/.ssh"
@@ -314,13 +273,13 @@ class Lab:
         layout.file(f"{ssh_dir}/authorized_keys", public_key + "\n", 0o600, LAB_ADMIN_USER, LAB_ADMIN_USER)
         return layout
 
-    def _provision_kubernetes(self, state: LabState, public_key: str, release: kubernetes.Release) -> None:
+    def _provision(self, state: LabState, public_key: str, release: kubernetes.Release) -> None:
         """Install the release on every node as its packages would, then bootstrap the cluster with kubeadm."""
         nodes = self.cluster_nodes(state)
         for node, cluster_node in zip(state.nodes, nodes, strict=True):
             layout = self._node_files(node, public_key)
             layout.files += cluster.install_layout(cluster_node, release).files
-            docker.exec_(node.container, "tar", "-x", "-p", "-C", "/", input=_tar(layout))
+            docker.exec_(node.container, "tar", "-x", "-p", "-C", "/", input=layout.tar())
             started = time.monotonic()
             docker.exec_(node.container, "sh", "-euc", cluster.install_commands(release))
             self.log(f"{node.name}: Kubernetes {release.version} installed, images imported "
@@ -367,10 +326,8 @@ class Lab:
         self.inventory_dir.mkdir(parents=True, exist_ok=True)
         self.inventory_path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
         self.group_vars_path.parent.mkdir(parents=True, exist_ok=True)
-        self.group_vars_path.write_text(
-            LAB_GROUP_VARS if state.topology.kubernetes is None
-            else kubernetes_group_vars(kubernetes.Release(state.topology.kubernetes,
-                                                          kubernetes.SUPPORTED_MINORS[_minor(state.topology)])))
+        self.group_vars_path.write_text(kubernetes_group_vars(
+            kubernetes.Release(state.topology.kubernetes, kubernetes.SUPPORTED_MINORS[_minor(state.topology)])))
 
     # -- status, ssh, down -----------------------------------------------------------------------------
     def status(self) -> dict:
@@ -420,14 +377,14 @@ class Lab:
 
 def etcdctl(container: str, *args: str, cert: str = "healthcheck-client"):
     """Run etcdctl on a node against its local member, authenticating with a kubeadm client certificate."""
-    etcd_pki = f"{kubeadm.PKI_DIR}/etcd"
+    etcd_pki = f"{cluster.PKI_DIR}/etcd"
     return docker.exec_(container, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints=https://127.0.0.1:2379",
                         f"--cacert={etcd_pki}/ca.crt", f"--cert={etcd_pki}/{cert}.crt", f"--key={etcd_pki}/{cert}.key",
                         "--dial-timeout=3s", "--command-timeout=5s", *args, check=False)
 
 
 def _minor(topology: Topology) -> str:
-    return ".".join((topology.kubernetes or "").lstrip("v").split(".")[:2])
+    return ".".join(topology.kubernetes.lstrip("v").split(".")[:2])
 
 
 INOTIFY_INSTANCES = 1024  # systemd, containerd and the kubelet of every node share the root user's instances
@@ -443,25 +400,6 @@ def _require_inotify_instances() -> None:
 
 
 def _describe(topology: Topology) -> str:
-    kind = f"Kubernetes {topology.kubernetes}" if topology.kubernetes else "kubeadm layout as files"
     return (f"{topology.control_planes} control-plane + {topology.workers} worker node(s), {topology.etcd} etcd, "
-            f"Debian {topology.debian}, {kind}")
+            f"Debian {topology.debian}, Kubernetes {topology.kubernetes}")
 
-
-def _tar(layout: kubeadm.NodeLayout) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
-        mtime = time.time()
-        for item in layout.files:
-            info = tarfile.TarInfo(item.path.lstrip("/"))
-            info.mode, info.uname, info.gname, info.mtime = item.mode, item.owner, item.group, mtime
-            if item.link_target is not None:
-                info.type, info.linkname = tarfile.SYMTYPE, item.link_target
-                archive.addfile(info)
-            elif item.content is None:
-                info.type = tarfile.DIRTYPE
-                archive.addfile(info)
-            else:
-                info.size = len(item.content)
-                archive.addfile(info, io.BytesIO(item.content))
-    return buffer.getvalue()

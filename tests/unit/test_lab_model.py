@@ -56,13 +56,13 @@ def test_missing_docker_engine_says_how_to_get_one(monkeypatch):
 
 
 def test_a_lab_from_before_real_kubernetes_is_told_apart(tmp_path):
-    """Its state has no release: it loads as a files-only lab, so `up` asks to take it down instead of reusing it."""
-    from kubeharden.lab.lab import LabState, _describe
+    """Its state has no release (its nodes hold imitation files): loading it says to take it down, never reuses it."""
+    from kubeharden.lab.lab import LabState
 
-    path = tmp_path / "state.json"
+    path = tmp_path / "old" / ".lab" / "state.json"
+    path.parent.mkdir(parents=True)
     path.write_text('{"name": "old", "topology": {"control_planes": 1, "workers": 1, "etcd": "static", '
                     '"debian": "12", "cert_days": 365}, "network": "n", "subnet": "172.30.0.0/16", '
                     '"image": "kubeharden-node:debian12-0", "nodes": []}')
-    state = LabState.load(path)
-    assert state.topology.kubernetes is None and state.topology != Topology()
-    assert "kubeadm layout as files" in _describe(state.topology)
+    with pytest.raises(LabError, match=r"before real Kubernetes .* run `kubeharden lab down --name old`"):
+        LabState.load(path)
