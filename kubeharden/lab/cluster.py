@@ -21,13 +21,10 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from kubeharden import node_code
 from kubeharden.lab import docker
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.files import NodeLayout
 from kubeharden.lab.kubernetes import Release
-
-KUBEADM = node_code.load("kubeharden_kubeadm")  # kubeadm's own etcd flags, for etcd run as a host service
 
 NODE_RELEASE_DIR = "/opt/kubeharden-lab/kubernetes"  # the cached build, mounted read-only into every node
 LAB_CONFIG_DIR = "/etc/kubeharden-lab"
@@ -351,7 +348,14 @@ def host_etcd(members: list[ClusterNode], release: Release, cert_days: int, log)
         if index == 0:
             ca = {name: docker.exec_(first.container, "cat", f"{PKI_DIR}/etcd/{name}").stdout
                   for name in ("ca.crt", "ca.key")}
-        environment = etcd_environment(node, members, HOST_ETCD_PKI)
+        # The flags kubeadm would give this member, from its own etcd phase written into a scratch root.
+        render = f"{LAB_CONFIG_DIR}/etcd-render"
+        _run(node, ["sh", "-euc", f"install -d -m 0700 {render}; cp {LAB_CONFIG_DIR}/kubeadm-etcd-certs.yaml "
+                    f"{render}/kubeadm.yaml; kubeadm init phase etcd local --config /kubeadm.yaml --rootfs {render}"],
+             "kubeadm init phase etcd local")  # --rootfs: kubeadm chroots there before it reads --config
+        manifest = docker.exec_(node.container, "cat", f"{render}/etc/kubernetes/manifests/etcd.yaml").stdout
+        docker.exec_(node.container, "rm", "-rf", render)
+        environment = etcd_environment(manifest, members, HOST_ETCD_PKI)
         encoded = base64.b64encode(environment.encode()).decode()
         _run(node, ["sh", "-euc", f"""
 dpkg-divert --quiet --local --rename --add /usr/bin/etcd
@@ -367,11 +371,12 @@ systemctl start --no-block etcd.service
         log(f"{node.name}: etcd {release.etcd} as a host service")
 
 
-def etcd_environment(node: ClusterNode, members: list[ClusterNode], pki_dir: str) -> str:
-    """/etc/default/etcd for etcd run as a host service: the flags kubeadm gives a stacked member, as variables."""
-    flags = KUBEADM.default_flags("etcd", {
-        "advertise_address": node.ip, "node_name": node.name,
-        "initial_cluster": ",".join(f"{m.name}=https://{m.ip}:2380" for m in members)})
+def etcd_environment(manifest: str, members: list[ClusterNode], pki_dir: str) -> str:
+    """/etc/default/etcd for etcd run as a host service: the flags of the member kubeadm would run (its etcd
+    manifest), as variables; every member listed and started together, the certificates in `pki_dir`."""
+    command = yaml.safe_load(manifest)["spec"]["containers"][0]["command"]
+    flags = dict(item[2:].split("=", 1) for item in command[1:])
+    flags["initial-cluster"] = ",".join(f"{m.name}=https://{m.ip}:2380" for m in members)
     flags["initial-cluster-state"] = "new"
     lines = ["# etcd as a host systemd service; read by etcd.service (EnvironmentFile)."]
     for name, value in flags.items():

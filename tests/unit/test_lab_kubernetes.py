@@ -229,9 +229,9 @@ def test_ca_cert_hash_is_kubeadms_public_key_pin(tmp_path):
 
 def test_the_lab_the_roles_and_the_modules_support_the_same_window():
     """One window of Kubernetes minors: what the lab builds is what the roles and modules accept."""
-    from kubeharden import node_code
+    import kubeharden_kubeadm  # module_utils, on the path through tests/conftest.py
 
-    low, high = node_code.load("kubeharden_kubeadm").SUPPORTED
+    low, high = kubeharden_kubeadm.SUPPORTED
     modules = [f"{low[0]}.{minor}" for minor in range(low[1], high[1] + 1)]
     role_vars = yaml.safe_load((ROOT / "roles/control_plane/vars/main.yml").read_text())
     assert list(kubernetes.SUPPORTED_MINORS) == modules == role_vars["control_plane_supported_minors"]
@@ -245,3 +245,16 @@ def test_a_failing_step_on_a_node_names_the_node_the_step_and_the_end_of_its_out
     with pytest.raises(LabError, match=r"node cp1: kubeadm init failed \(exit 1\); its last lines:") as raised:
         cluster._run(node, ["kubeadm", "init"], "kubeadm init")
     assert str(raised.value).endswith("error execution phase preflight") and "line 59\n" not in str(raised.value)
+
+
+def test_host_etcd_runs_with_the_flags_kubeadm_gives_a_member():
+    from tests import kubeadm_node
+
+    members = [cluster.ClusterNode(f"cp{i}", "control-plane", f"172.30.0.1{i}", f"c{i}", i) for i in (1, 2, 3)]
+    text = cluster.etcd_environment(kubeadm_node.node_file("/etc/kubernetes/manifests/etcd.yaml"), members,
+                                    "/etc/etcd/pki")
+    variables = dict(line.split("=", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert variables["ETCD_INITIAL_CLUSTER"] == ",".join(f"cp{i}=https://172.30.0.1{i}:2380" for i in (1, 2, 3))
+    assert variables["ETCD_INITIAL_CLUSTER_STATE"] == "new" and variables["ETCD_CLIENT_CERT_AUTH"] == "true"
+    assert variables["ETCD_CERT_FILE"] == "/etc/etcd/pki/server.crt" and "/etc/kubernetes" not in text
+    assert variables["ETCD_FEATURE_GATES"] == "InitialCorruptCheck=true"  # kubeadm's own, not a copy of it
