@@ -55,3 +55,8 @@ def read_or_empty(path: str) -> str:
         return ""
     with open(path, encoding="utf-8") as handle:
         return handle.read()
+
+
+# The argument specs of the options doc_fragments/kubeharden_backup.py documents.
+BACKUP_DIR_OPTION = {"backup_dir": {"type": "path", "default": DEFAULT_BACKUP_DIR}}
+BACKUP_OPTIONS = {"backup": {"type": "bool", "default": True}, **BACKUP_DIR_OPTION}

@@ -41,14 +41,8 @@ options:
     description: Load the rules into a running auditd.
     type: bool
     default: true
-  backup:
-    description: Keep a copy of the file it replaces.
-    type: bool
-    default: true
-  backup_dir:
-    description: Where backups go, mirroring the file's path.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup
 author:
   - kubeharden
 """
@@ -84,7 +78,7 @@ import shutil
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
 from ansible.module_utils.kubeharden_node import in_container
 from ansible.module_utils.kubeharden_os import audit_rule_directory, audit_rule_error
 
@@ -109,8 +103,7 @@ def main() -> None:
             "immutable": {"type": "bool", "default": False},
             "finalize_path": {"type": "path", "default": "/etc/audit/rules.d/99-kubeharden-finalize.rules"},
             "load": {"type": "bool", "default": True},
-            "backup": {"type": "bool", "default": True},
-            "backup_dir": {"type": "path", "default": "/var/backups/kubeharden"},
+            **BACKUP_OPTIONS,
         },
         supports_check_mode=True,
     )

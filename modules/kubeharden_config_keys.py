@@ -34,14 +34,8 @@ options:
     description: Create the file (mode 0644) when it does not exist.
     type: bool
     default: false
-  backup:
-    description: Keep a copy of the file it replaces.
-    type: bool
-    default: true
-  backup_dir:
-    description: Where backups go, mirroring the file's path.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup
 author:
   - kubeharden
 """
@@ -70,7 +64,7 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
 from ansible.module_utils.kubeharden_os import STYLES, set_config_keys
 
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -105,8 +99,7 @@ def main() -> None:
             "files": {"type": "list", "elements": "dict"},
             "style": {"type": "str", "choices": ["space", "equals", "spaced_equals"], "default": "space"},
             "create": {"type": "bool", "default": False},
-            "backup": {"type": "bool", "default": True},
-            "backup_dir": {"type": "path", "default": "/var/backups/kubeharden"},
+            **BACKUP_OPTIONS,
         },
         required_one_of=[["path", "files"]],
         mutually_exclusive=[["path", "files"]],

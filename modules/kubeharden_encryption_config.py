@@ -52,10 +52,8 @@ options:
   kms:
     description: KMS v2 plugin settings (C(name), C(endpoint) unix:///..., C(timeout)).
     type: dict
-  backup_dir:
-    description: Where backups go, mirroring the file's path.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup.backup_dir
 author:
   - kubeharden
 """
@@ -100,7 +98,7 @@ from ansible.module_utils.kubeharden_encryption import (
     validate,
     write_provider,
 )
-from ansible.module_utils.kubeharden_files import atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import BACKUP_DIR_OPTION, atomic_write, backup, read_or_empty
 
 try:
     import yaml
@@ -124,7 +122,7 @@ def main() -> None:
             "content": {"type": "str", "no_log": True},
             "key_name": {"type": "str"},
             "kms": {"type": "dict"},
-            "backup_dir": {"type": "path", "default": "/var/backups/kubeharden"},
+            **BACKUP_DIR_OPTION,
         },
         required_if=[("state", "promote", ["key_name"]), ("state", "remove_key", ["key_name"])],
         supports_check_mode=True,

@@ -92,10 +92,8 @@ options:
     description: Render a JoinConfiguration instead, with C(api_server_endpoint), C(token), C(ca_cert_hashes), and for a
       control-plane node C(control_plane=true) and C(certificate_key).
     type: dict
-  backup_dir:
-    description: Where the previous file is copied.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup.backup_dir
 author:
   - kubeharden
 """
@@ -131,7 +129,12 @@ import os
 
 import yaml
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import DEFAULT_BACKUP_DIR, atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import (
+    BACKUP_DIR_OPTION,
+    atomic_write,
+    backup,
+    read_or_empty,
+)
 from ansible.module_utils.kubeharden_kubeadm import ConfigError, api_version, parse_version, render
 
 SECRET_KEYS = ("token", "certificateKey")
@@ -170,7 +173,7 @@ def main() -> None:
             "ignore_preflight_errors": {"type": "list", "elements": "str", "default": []},
             "skip_phases": {"type": "list", "elements": "str", "default": []},
             "join": {"type": "dict", "no_log": True},
-            "backup_dir": {"type": "path", "default": DEFAULT_BACKUP_DIR},
+            **BACKUP_DIR_OPTION,
         },
         supports_check_mode=True,
     )

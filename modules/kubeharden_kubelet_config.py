@@ -27,14 +27,8 @@ options:
     description: File name of kubeharden's drop-in when the kubelet uses C(--config-dir).
     type: str
     default: 90-kubeharden.conf
-  backup:
-    description: Keep a copy of the file it replaces.
-    type: bool
-    default: true
-  backup_dir:
-    description: Where backups go, mirroring the file's path.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup
 author:
   - kubeharden
 """
@@ -71,7 +65,7 @@ import glob
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import atomic_write, backup
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup
 from ansible.module_utils.kubeharden_node import (
     NotApplicable,
     ReadError,
@@ -121,8 +115,7 @@ def main() -> None:
             "settings": {"type": "dict", "required": True},
             "config_path": {"type": "path"},
             "dropin_name": {"type": "str", "default": "90-kubeharden.conf"},
-            "backup": {"type": "bool", "default": True},
-            "backup_dir": {"type": "path", "default": "/var/backups/kubeharden"},
+            **BACKUP_OPTIONS,
         },
         supports_check_mode=True,
     )

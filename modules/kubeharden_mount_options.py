@@ -33,14 +33,8 @@ options:
     description: Also remount live mounts that lack an option.
     type: bool
     default: true
-  backup:
-    description: Keep a copy of the fstab it replaces.
-    type: bool
-    default: true
-  backup_dir:
-    description: Where backups go, mirroring the file's path.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup
 author:
   - kubeharden
 """
@@ -75,7 +69,7 @@ import os
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
 from ansible.module_utils.kubeharden_node import in_container, mount_options, read_text
 from ansible.module_utils.kubeharden_os import fstab_add_options, fstab_comment_swap
 
@@ -89,8 +83,7 @@ def main() -> None:
             "swap_off": {"type": "bool", "default": False},
             "fstab": {"type": "path", "default": "/etc/fstab"},
             "remount": {"type": "bool", "default": True},
-            "backup": {"type": "bool", "default": True},
-            "backup_dir": {"type": "path", "default": "/var/backups/kubeharden"},
+            **BACKUP_OPTIONS,
         },
         supports_check_mode=True,
     )

@@ -73,10 +73,8 @@ options:
     description: The kubelet's certificate directory (reported only).
     type: path
     default: /var/lib/kubelet/pki
-  backup_dir:
-    description: Where replaced files are copied, mirroring their paths (never next to the original).
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup.backup_dir
 author:
   - kubeharden
 """
@@ -132,7 +130,12 @@ import os
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import DEFAULT_BACKUP_DIR, atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import (
+    BACKUP_DIR_OPTION,
+    atomic_write,
+    backup,
+    read_or_empty,
+)
 from ansible.module_utils.kubeharden_node import load_yaml
 from ansible.module_utils.kubeharden_pki import (
     ETCD_COPIES_DIR,
@@ -276,7 +279,7 @@ def main() -> None:
             "pki_dir": {"type": "path", "default": "/etc/kubernetes/pki"},
             "kubeconfig_dir": {"type": "path", "default": "/etc/kubernetes"},
             "kubelet_pki_dir": {"type": "path", "default": "/var/lib/kubelet/pki"},
-            "backup_dir": {"type": "path", "default": DEFAULT_BACKUP_DIR},
+            **BACKUP_DIR_OPTION,
         },
         supports_check_mode=True,
     )

@@ -37,10 +37,8 @@ options:
     description: Directory holding sa.key and sa.pub.
     type: path
     default: /etc/kubernetes/pki
-  backup_dir:
-    description: Where replaced files are copied.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup.backup_dir
 author:
   - kubeharden
 """
@@ -75,7 +73,12 @@ import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import DEFAULT_BACKUP_DIR, atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import (
+    BACKUP_DIR_OPTION,
+    atomic_write,
+    backup,
+    read_or_empty,
+)
 from ansible.module_utils.kubeharden_pki import PKIError, generate_key, pem_blocks, pem_der, public_key_der
 
 
@@ -118,7 +121,7 @@ def main() -> None:
             "key_type": {"type": "str", "default": "rsa-2048",
                          "choices": ["rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384"]},
             "pki_dir": {"type": "path", "default": "/etc/kubernetes/pki"},
-            "backup_dir": {"type": "path", "default": DEFAULT_BACKUP_DIR},
+            **BACKUP_DIR_OPTION,
         },
         supports_check_mode=True,
     )

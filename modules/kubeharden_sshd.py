@@ -61,14 +61,8 @@ options:
     description: Restore the previous drop-in this long after a change unless confirmed; 0 disables.
     type: int
     default: 120
-  backup:
-    description: Keep a copy of the file it replaces (always kept while a rollback is armed).
-    type: bool
-    default: true
-  backup_dir:
-    description: Where backups go, mirroring the file's path.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup
 author:
   - kubeharden
 """
@@ -107,7 +101,7 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
 from ansible.module_utils.kubeharden_os import (
     lockout_reasons,
     parse_sshd_t,
@@ -197,8 +191,7 @@ def main() -> None:
             "connecting_with_password": {"type": "bool", "default": False, "no_log": False},
             "lockout_hint": {"type": "str", "default": ""},
             "rollback_seconds": {"type": "int", "default": 120},
-            "backup": {"type": "bool", "default": True},
-            "backup_dir": {"type": "path", "default": "/var/backups/kubeharden"},
+            **BACKUP_OPTIONS,
         },
         supports_check_mode=True,
     )

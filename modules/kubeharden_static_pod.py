@@ -51,14 +51,8 @@ options:
     description: Target version (C(v1.37)); default the manifest image's tag.
     type: str
     default: ""
-  backup:
-    description: Keep a copy of the file it replaces.
-    type: bool
-    default: true
-  backup_dir:
-    description: Where backups go, mirroring the file's path.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup
 author:
   - kubeharden
 """
@@ -101,7 +95,7 @@ import copy
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import atomic_write, backup
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup
 from ansible.module_utils.kubeharden_manifest import ManifestError, apply, container_of, image_version, parse_version
 from ansible.module_utils.kubeharden_node import ReadError, parse_yaml
 
@@ -135,8 +129,7 @@ def main() -> None:
             "pod_security_context": {"type": "dict", "default": {}},
             "annotations": {"type": "dict", "default": {}},
             "kubernetes_version": {"type": "str", "default": ""},
-            "backup": {"type": "bool", "default": True},
-            "backup_dir": {"type": "path", "default": "/var/backups/kubeharden"},
+            **BACKUP_OPTIONS,
         },
         supports_check_mode=True,
     )

@@ -30,14 +30,8 @@ options:
     description: Also set the running kernel's values (where /proc/sys is writable).
     type: bool
     default: true
-  backup:
-    description: Keep a copy of the file it replaces.
-    type: bool
-    default: true
-  backup_dir:
-    description: Where backups go, mirroring the file's path.
-    type: path
-    default: /var/backups/kubeharden
+extends_documentation_fragment:
+  - kubeharden_backup
 author:
   - kubeharden
 """
@@ -76,7 +70,7 @@ backup_file:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
 from ansible.module_utils.kubeharden_node import proc_sys_writable, sysctl_live, sysctl_persisted
 from ansible.module_utils.kubeharden_os import SYSCTL_KEY, render_sysctl, sysctl_overrides, sysctl_value
 
@@ -89,8 +83,7 @@ def main() -> None:
             "settings": {"type": "dict", "required": True},
             "path": {"type": "path", "default": "/etc/sysctl.d/99-zz-kubeharden.conf"},
             "apply_live": {"type": "bool", "default": True},
-            "backup": {"type": "bool", "default": True},
-            "backup_dir": {"type": "path", "default": "/var/backups/kubeharden"},
+            **BACKUP_OPTIONS,
         },
         supports_check_mode=True,
     )
