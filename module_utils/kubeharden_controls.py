@@ -97,6 +97,7 @@ class Node:
 
     def __init__(self, node_roles: list[str]):
         self.node_roles = node_roles
+        self._manifest_flags: dict[str, tuple[dict, str]] = {}
 
     @functools.cached_property
     def in_container(self) -> bool:
@@ -111,10 +112,11 @@ class Node:
     def etcd(self) -> tuple[dict, str]:
         return node.etcd_flags()
 
-    @functools.cache  # noqa: B019 - one Node per audit; the cache dies with it
     def manifest_flags(self, component: str) -> tuple[dict, str]:
-        command, path = node.manifest_command(component)
-        return node.parse_flags(command[1:]), f"manifest {path}"
+        if component not in self._manifest_flags:
+            command, path = node.manifest_command(component)
+            self._manifest_flags[component] = node.parse_flags(command[1:]), f"manifest {path}"
+        return self._manifest_flags[component]
 
     @functools.cached_property
     def sysctl_persisted(self) -> dict:
@@ -144,7 +146,7 @@ class Node:
             raise node.ReadError(f"sshd -T failed: {result.stderr.strip()}")
         settings: dict[str, str] = {}
         for line in result.stdout.splitlines():
-            key, _, value = line.partition(" ")
+            key, _sep, value = line.partition(" ")
             settings[key] = f"{settings[key]} {value}" if key in settings else value
         return settings
 
@@ -242,16 +244,16 @@ def read_file(check: dict, state: Node) -> Observation:
             for root, dirs, files in os.walk(candidate):
                 facts.extend(node.file_facts(os.path.join(root, n)) for n in sorted(dirs + files))
     offenders = []
-    max_mode = int(str(check["mode_max"]), 8) if "mode_max" in check else None
+    max_mode = int(str(check.get("mode_max", "7777")), 8)  # 7777: any mode
     for fact in facts:
-        mode_ok = max_mode is None or (fact["is_dir"] and check.get("recursive")) or not fact["mode"] & ~max_mode
+        mode_ok = (fact["is_dir"] and check.get("recursive")) or not fact["mode"] & ~max_mode
         owner_ok = "owner" not in check or f"{fact['owner']}:{fact['group']}" == check["owner"]
         if not (mode_ok and owner_ok):
             offenders.append(f"{fact['path']} {fact['mode']:04o} {fact['owner']}:{fact['group']}")
     summary = f"{facts[0]['mode']:04o} {facts[0]['owner']}:{facts[0]['group']}" if len(facts) == 1 else \
         f"{len(facts)} paths"
-    return Observation(offenders, f"{path}: {summary}" + (f"; offending: {', '.join(offenders[:5])}"
-                                                         if offenders else ""))
+    offending = f"; offending: {', '.join(offenders[:5])}" if offenders else ""
+    return Observation(offenders, f"{path}: {summary}{offending}")
 
 
 def read_flag(check: dict, state: Node) -> Observation:
@@ -441,7 +443,7 @@ def read_pod_security(check: dict, state: Node) -> Observation:
 def read_same_file(check: dict, state: Node) -> Observation:
     """Whether two flags name files with identical content (etcd must not trust the cluster CA)."""
     first_flags, where = state.flags(check["component"])
-    other_flags, _ = state.flags(check["other_component"])
+    other_flags, _source = state.flags(check["other_component"])
     first, other = first_flags.get(check["flag"]), other_flags.get(check["other_flag"])
     if not first or not other:
         raise node.NotApplicable(f"--{check['flag']} or --{check['other_flag']} is not set ({where})")
@@ -490,9 +492,8 @@ def read_etcd_encryption(check: dict, state: Node) -> Observation:
     if client is None:
         raise node.ReadError(f"no etcd client certificate to read with (looked for {', '.join(clients)})")
     try:
-        context = ssl.create_default_context(cafile=ca)
-        context.load_cert_chain(f"{client}.crt", f"{client}.key")
-        kinds = [encryption.classify(value) for _, value in encryption.etcd_range(local, context, check["prefix"], 500)]
+        tls = {"ca_path": ca, "client_cert": f"{client}.crt", "client_key": f"{client}.key"}
+        kinds = [encryption.classify(value) for _key, value in encryption.etcd_range(local, tls, check["prefix"], 500)]
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise node.ReadError(f"cannot read {check['prefix']} from etcd at {local}: {exc}") from None
     plaintext = kinds.count("plaintext")

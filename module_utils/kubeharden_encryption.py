@@ -13,8 +13,8 @@ import hashlib
 import json
 import os
 import re
-import ssl
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 API_VERSION = "apiserver.config.k8s.io/v1"
 KIND = "EncryptionConfiguration"
@@ -166,7 +166,7 @@ def add_key(config: dict, provider: str, key: str | None = None, kms: dict | Non
 def promote(config: dict, name: str) -> dict:
     """Make provider:key `name` the one that encrypts new writes."""
     config = copy.deepcopy(config)
-    kind, _, key_name = name.partition(":")
+    kind, _sep, key_name = name.partition(":")
     for block in config["resources"]:
         providers = block["providers"]
         for index, provider in enumerate(providers):
@@ -193,7 +193,7 @@ def remove_key(config: dict, name: str) -> dict:
     if write_provider(config) == name:
         raise EncryptionConfigError(f"{name} encrypts new writes: promote another key before removing it")
     config = copy.deepcopy(config)
-    kind, _, key_name = name.partition(":")
+    kind, _sep, key_name = name.partition(":")
     removed = False
     for block in config["resources"]:
         kept = []
@@ -255,15 +255,15 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
-def etcd_range(endpoint: str, context: ssl.SSLContext, prefix: str, page: int):
-    """(key, value) pairs under `prefix`, page by page, from etcd's v3 JSON gateway over TLS."""
+def etcd_range(endpoint: str, tls: dict[str, str], prefix: str, page: int):
+    """(key, value) pairs under `prefix`, page by page, from etcd's v3 JSON gateway over TLS; `tls` holds the
+    paths of the CA (ca_path) and of the client's certificate and key (client_cert, client_key)."""
     start, end = prefix.encode(), prefix_end(prefix.encode())
     while True:
         body = json.dumps({"key": base64.b64encode(start).decode(), "range_end": base64.b64encode(end).decode(),
                            "limit": page}).encode()
-        request = urllib.request.Request(f"{endpoint.rstrip('/')}/v3/kv/range", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+        with open_url(f"{endpoint.rstrip('/')}/v3/kv/range", data=body, method="POST", timeout=30,
+                      headers={"Content-Type": "application/json"}, use_proxy=False, **tls) as response:
             answer = json.load(response)
         kvs = answer.get("kvs") or []
         for kv in kvs:

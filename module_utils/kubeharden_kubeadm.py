@@ -313,10 +313,9 @@ def effective(documents: list[dict]) -> dict:
                             **from_extra_args(section.get("extraArgs"), SECTIONS[component])}
     registration = init.get("nodeRegistration") or {}
     kubelet = deep_merge({**KUBELET_DEFAULTS, "containerRuntimeEndpoint": registration.get("criSocket", "")},
-                         {k: v for k, v in (kinds.get("KubeletConfiguration") or {}).items()})
+                         dict(kinds.get("KubeletConfiguration") or {}))
     for key in KUBELET_OMITTED_WHEN_ZERO:
         if kubelet.get(key) == 0:
             del kubelet[key]
     return {"api_version": api, "flags": flags, "kubelet": kubelet,
             "volumes": {c: (configuration.get(SECTIONS[c]) or {}).get("extraVolumes") or [] for c in COMPONENTS}}
-

@@ -189,7 +189,7 @@ def ensure_mounts(pod, command: list[str], explicit: list[dict]) -> list[str]:
     for volume in wanted:
         path = volume["path"].rstrip("/") or "/"
         if path in existing:
-            _, _, mount = existing[path]
+            _name, _volume, mount = existing[path]
             read_only = volume.get("read_only", True)
             if bool(mount.get("readOnly")) != read_only:
                 if read_only:

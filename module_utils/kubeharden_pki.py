@@ -119,9 +119,9 @@ EXTENDED_USAGES = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clie
 
 def _name(content: bytes) -> list[tuple[str, str]]:
     attributes = []
-    for _, rdn, _ in _children(content):
-        for _, pair, _ in _children(rdn):
-            (_, oid, _), (_, value, _) = _children(pair)[:2]
+    for _tag, rdn, _der in _children(content):
+        for _tag, pair, _der in _children(rdn):
+            (_tag, oid, _der), (_tag, value, _der) = _children(pair)[:2]
             key = _oid(oid)
             attributes.append((NAME_OIDS.get(key, key), value.decode("utf-8", "replace")))
     return attributes
@@ -170,16 +170,16 @@ class Certificate:
 def parse_certificate(der: bytes) -> Certificate:
     """The fields kubeharden reads from an X.509 certificate; ValueError when it is not one."""
     try:
-        tag, body, _ = _read_tlv(der, 0)
-        tbs_tag, tbs, _ = _read_tlv(body, 0)
+        tag, body, _end = _read_tlv(der, 0)
+        tbs_tag, tbs, _end = _read_tlv(body, 0)
         if tag != 0x30 or tbs_tag != 0x30:
             raise ValueError("not a DER SEQUENCE")
         fields = _children(tbs)
         if fields[0][0] == 0xA0:  # explicit version
             fields = fields[1:]
         serial, signature, issuer, validity, subject, spki = fields[:6]
-        extensions = next((_children(_children(value)[0][1]) for t, value, _ in fields[6:] if t == 0xA3), [])
-        (not_before_tag, not_before, _), (not_after_tag, not_after, _) = _children(validity[1])[:2]
+        extensions = next((_children(_children(value)[0][1]) for t, value, _der in fields[6:] if t == 0xA3), [])
+        (not_before_tag, not_before, _end), (not_after_tag, not_after, _end) = _children(validity[1])[:2]
         algorithm, public_bits = _children(spki[1])[:2]
         algorithm_fields = _children(algorithm[1])
         key_algorithm = _oid(algorithm_fields[0][1])
@@ -198,7 +198,7 @@ def parse_certificate(der: bytes) -> Certificate:
             cert.curve, cert.key_bits = CURVES.get(curve, (curve, 0))
         elif key_algorithm == "1.3.101.112":
             cert.key_type, cert.key_bits = "Ed25519", 256
-        for _, extension, _ in extensions:
+        for _tag, extension, _der in extensions:
             parts = _children(extension)
             oid = _oid(parts[0][1])
             critical = len(parts) == 3 and parts[1][1] == b"\xff"
@@ -213,7 +213,7 @@ def parse_certificate(der: bytes) -> Certificate:
 
 def _read_extension(cert: Certificate, oid: str, value: bytes) -> str | None:
     if oid == "2.5.29.17":
-        for tag, item, _ in _children(_read_tlv(value, 0)[1]):
+        for tag, item, _der in _children(_read_tlv(value, 0)[1]):
             if tag == 0x82:
                 cert.sans.append(f"DNS:{item.decode('ascii')}")
             elif tag == 0x87:
@@ -228,7 +228,7 @@ def _read_extension(cert: Certificate, oid: str, value: bytes) -> str | None:
         return "keyUsage"
     if oid == "2.5.29.37":
         cert.extended_key_usage = [EXTENDED_USAGES.get(_oid(item), _oid(item))
-                                   for _, item, _ in _children(_read_tlv(value, 0)[1])]
+                                   for _tag, item, _der in _children(_read_tlv(value, 0)[1])]
         return "extendedKeyUsage"
     if oid == "2.5.29.19":
         constraints = _children(_read_tlv(value, 0)[1])
@@ -328,8 +328,8 @@ def _kubeconfig_items(path: str, load_yaml) -> list[Item]:
 
 
 def collect(load_yaml, pki_dir: str = PKI_DIR, kubeconfig_dir: str = KUBECONFIG_DIR,
-            kubelet_pki_dir: str = KUBELET_PKI_DIR, extra_dirs: tuple[str, ...] = (ETCD_COPIES_DIR,
-                                                                                  HOST_ETCD_PKI_DIR)) -> list[Item]:
+            kubelet_pki_dir: str = KUBELET_PKI_DIR,
+            extra_dirs: tuple[str, ...] = (ETCD_COPIES_DIR, HOST_ETCD_PKI_DIR)) -> list[Item]:
     """Every certificate of the node, parsed; unreadable or malformed ones carry `error`."""
     items: list[Item] = []
     for path in sorted(glob.glob(f"{pki_dir}/*.crt") + glob.glob(f"{pki_dir}/etcd/*.crt")):
@@ -373,7 +373,8 @@ def ca_key_path(ca: Item) -> str:
 
 
 def find_issuer(item: Item, cas: list[Item]) -> Item | None:
-    assert item.cert is not None
+    if item.cert is None:
+        raise PKIError(f"{item.path}: no certificate was parsed to find the issuer of")
     if item.cert.self_signed:
         return item
     candidates = [ca for ca in cas if ca.cert and ca.cert.subject_der == item.cert.issuer_der
@@ -568,7 +569,7 @@ def mode_changes(pki_dir: str) -> list[tuple[str, int, int, bool]]:
     """CIS 1.1.19-1.1.21 under the kubeadm PKI: everything owned by root:root, keys at most 0600, certificates and
     public keys at most 0644. Only tightens. Returns (path, current mode, wanted mode, owner to fix)."""
     changes = []
-    for directory, _, files in os.walk(pki_dir):
+    for directory, _subdirs, files in os.walk(pki_dir):
         for path in [directory, *(os.path.join(directory, f) for f in sorted(files))]:
             info = os.lstat(path)
             if os.path.islink(path):

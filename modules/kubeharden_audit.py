@@ -36,7 +36,7 @@ options:
         those flags name, read from the node).
     type: path
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""

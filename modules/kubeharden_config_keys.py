@@ -37,7 +37,7 @@ options:
 extends_documentation_fragment:
   - kubeharden_backup
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""

@@ -55,7 +55,7 @@ options:
 extends_documentation_fragment:
   - kubeharden_backup.backup_dir
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""

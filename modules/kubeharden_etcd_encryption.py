@@ -48,7 +48,7 @@ options:
     type: int
     default: 500
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""
@@ -105,7 +105,8 @@ def main() -> None:
     keys: dict[str, str] = {}
     try:
         for prefix in p["prefixes"]:
-            for key, value in etcd_range(p["endpoint"], context, prefix, p["page_size"]):
+            tls = {"ca_path": p["cacert"], "client_cert": p["cert"], "client_key": p["key"]}
+            for key, value in etcd_range(p["endpoint"], tls, prefix, p["page_size"]):
                 keys[key.decode(errors="replace")] = classify(value)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         module.fail_json(msg=f"cannot read {p['endpoint']}: {exc}")

@@ -46,7 +46,7 @@ options:
     type: int
     default: 24
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""

@@ -95,7 +95,7 @@ options:
 extends_documentation_fragment:
   - kubeharden_backup.backup_dir
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""
@@ -127,8 +127,7 @@ path:
 
 import os
 
-import yaml
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.kubeharden_files import (
     BACKUP_DIR_OPTION,
     atomic_write,
@@ -136,6 +135,11 @@ from ansible.module_utils.kubeharden_files import (
     read_or_empty,
 )
 from ansible.module_utils.kubeharden_kubeadm import ConfigError, api_version, parse_version, render
+
+try:
+    import yaml
+except ImportError:  # reported by main() with how to install it
+    yaml = None
 
 SECRET_KEYS = ("token", "certificateKey")
 
@@ -177,6 +181,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
+    if yaml is None:
+        module.fail_json(msg=missing_required_lib("PyYAML"))
     p = module.params
     try:
         unknown = sorted((set(p["flags"]) | set(p["extra_args"]) | set(p["volumes"]))

@@ -52,7 +52,7 @@ options:
     type: path
     default: /var/lib/kubeharden/firewall
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""
@@ -110,7 +110,7 @@ def check_must_allow(rules: list[dict], must_allow: dict) -> None:
         if rule.get("proto", "tcp") != "tcp":
             continue
         for item in parse_ports(rule.get("ports"), f"rules[{index}]"):
-            low, _, high = item.partition("-")
+            low, _sep, high = item.partition("-")
             if int(low) <= port <= int(high or low) and covers(rule.get("sources"), address):
                 return
     raise RuleError(f"no rule allows tcp port {port} from {address}, the address this play connects from: "

@@ -36,7 +36,7 @@ options:
     type: bool
     default: false
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""

@@ -76,7 +76,7 @@ options:
 extends_documentation_fragment:
   - kubeharden_backup.backup_dir
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""
@@ -187,8 +187,7 @@ def due_items(items: list[Item], params: dict, now: dt.datetime) -> list[tuple[I
 def preflight(due: list[tuple[Item, list[str]]], cas: list[Item]) -> dict[str, Item]:
     """Each due certificate's CA, after checking everything a renewal needs; PKIError before any change."""
     issuers = {}
-    for item, _ in due:
-        assert item.cert is not None
+    for item, _reasons in due:
         issuer = find_issuer(item, cas)
         if issuer is None or issuer is item:
             raise PKIError(f"{item.name} is due but its CA ({name_text(item.cert.issuer)}) is not on this node: "
@@ -208,7 +207,8 @@ def preflight(due: list[tuple[Item, list[str]]], cas: list[Item]) -> dict[str, I
 
 def renew_openssl(module: AnsibleModule, item: Item, issuer: Item, params: dict, now: dt.datetime) -> dict:
     old = item.cert
-    assert old is not None and item.key_pem is not None and item.key_path is not None
+    if old is None or item.key_pem is None or item.key_path is None:
+        raise PKIError(f"{item.path}: its certificate or key could not be read, so it cannot be renewed")
     ca_key = ca_key_path(issuer)
     if params["new_key"] or weaknesses(old.key_type, old.key_bits, old.signature) or params["key_type"] != "keep":
         key_pem = generate_key(new_key_type(old, params["key_type"]), "BEGIN PRIVATE KEY" not in item.key_pem)
@@ -259,8 +259,8 @@ def refresh_etcd_copies(item: Item, params: dict) -> list[str]:
 
 def renew_kubeadm(module: AnsibleModule, item: Item, params: dict) -> dict:
     name = KUBEADM_NAMES[stem(item, params["pki_dir"])]
-    backups = [backup(path, params["backup_dir"]) for path in {item.path, item.key_path} if path]
-    rc, _, err = module.run_command(["kubeadm", "certs", "renew", name])
+    backups = [backup(path, params["backup_dir"]) for path in dict.fromkeys((item.path, item.key_path)) if path]
+    rc, _out, err = module.run_command(["kubeadm", "certs", "renew", name])
     if rc != 0:
         raise PKIError(f"kubeadm certs renew {name} failed: {err.strip()}")
     return {"backups": backups, "kubeadm": name}
@@ -309,7 +309,7 @@ def main() -> None:
             issuers = preflight(due, cas)
             result["changed"] = True
             result["diff"] = {"before": "".join(f"{i.name}: not after {i.cert.not_after.isoformat()}\n"
-                                                for i, _ in due if i.cert is not None),
+                                                for i, _reasons in due if i.cert is not None),
                               "after": "".join(f"{i.name}: renewed ({', '.join(r)})\n" for i, r in due)}
             for item, reasons in due:
                 if module.check_mode:
@@ -334,10 +334,10 @@ def main() -> None:
     if modes:
         result["changed"] = True
         diff = result.setdefault("diff", {"before": "", "after": ""})
-        diff["before"] += "".join(f"{path}: mode {old:04o}\n" for path, old, _, _ in modes)
-        diff["after"] += "".join(f"{path}: mode {new:04o} root:root\n" for path, _, new, _ in modes)
+        diff["before"] += "".join(f"{path}: mode {old:04o}\n" for path, old, _new, _owner in modes)
+        diff["after"] += "".join(f"{path}: mode {new:04o} root:root\n" for path, _old, new, _owner in modes)
         if not module.check_mode:
-            for path, _, new, owner in modes:
+            for path, _old, new, owner in modes:
                 if owner:
                     os.chown(path, 0, 0)
                 os.chmod(path, new)

@@ -26,7 +26,7 @@ options:
     type: bool
     default: false
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""
@@ -105,7 +105,7 @@ def main() -> None:
             continue
         result["changed_units"].append(name)
         result["diff"].append({"before": f"{name}: {file_state or 'unknown'}, {active or 'unknown'}\n",
-                               "after": f"{name}: {', '.join(action for action, _ in actions)}\n"})
+                               "after": f"{name}: {', '.join(action for action, _detail in actions)}\n"})
         if module.check_mode:
             continue
         for action, unit in actions:

@@ -64,7 +64,7 @@ options:
 extends_documentation_fragment:
   - kubeharden_backup
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""

@@ -54,7 +54,7 @@ options:
 extends_documentation_fragment:
   - kubeharden_backup
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""

@@ -25,7 +25,7 @@ options:
     type: bool
     default: false
 author:
-  - kubeharden
+  - kubeharden project (@kubeharden)
 """
 
 EXAMPLES = r"""
@@ -85,7 +85,7 @@ def main() -> None:
         written = os.stat(path).st_mtime - 1  # clock ticks round the start time down
         running = [(pid, argv) for pid, argv in running if (process_started(pid) or 0) >= written]
     best: dict = {"(no process)": "not running"} if not running else {}
-    for _, argv in running:
+    for _pid, argv in running:
         actual = parse_flags(argv[1:])
         differences = {name: {"manifest": wanted.get(name), "running": actual.get(name)}
                        for name in set(wanted) | set(actual) if wanted.get(name) != actual.get(name)}
@@ -94,7 +94,7 @@ def main() -> None:
             break
         if not best or len(differences) < len(best):
             best = differences
-    module.exit_json(changed=False, current=not best, pids=[pid for pid, _ in running], differences=best)
+    module.exit_json(changed=False, current=not best, pids=[pid for pid, _argv in running], differences=best)
 
 
 if __name__ == "__main__":
