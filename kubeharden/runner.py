@@ -16,13 +16,33 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_ROOT = Path(os.environ.get("KUBEHARDEN_HOME", Path(__file__).resolve().parent.parent))
+from kubeharden import collection
+
+BUNDLED = Path(__file__).resolve().parent / "_ansible"  # the collection an installed wheel carries (setup.py)
 CALLBACK_DIR = Path(__file__).resolve().parent / "ansible_plugins" / "callback"
 KEEP_ARTIFACTS = 20
 
 
 class RunError(RuntimeError):
     """A playbook could not be run at all (missing playbook, bad inventory)."""
+
+
+def ansible_content() -> tuple[Path, dict[str, str]]:
+    """Where kubeharden's playbooks are, and the environment that lets Ansible find their roles and modules:
+    a checkout's directories (KUBEHARDEN_HOME, or the source tree this package runs from), else the collection
+    the installed wheel carries."""
+    home = os.environ.get("KUBEHARDEN_HOME")
+    root = Path(home) if home else collection.checkout_root()
+    if root is not None:
+        return root / "playbooks", {
+            "ANSIBLE_CONFIG": str(root / "ansible.cfg"), "ANSIBLE_LIBRARY": str(root / "modules"),
+            "ANSIBLE_MODULE_UTILS": str(root / "module_utils"),
+            "ANSIBLE_DOC_FRAGMENT_PLUGINS": str(root / "doc_fragments"), "ANSIBLE_ROLES_PATH": str(root / "roles")}
+    if (BUNDLED / collection.COLLECTION_DIR).is_dir():
+        return BUNDLED / collection.COLLECTION_DIR / "playbooks", {
+            "ANSIBLE_CONFIG": str(BUNDLED / "ansible.cfg"), "ANSIBLE_COLLECTIONS_PATH": str(BUNDLED)}
+    raise RunError(f"kubeharden's Ansible content is not installed ({BUNDLED} is missing): reinstall the wheel, or "
+                   "set KUBEHARDEN_HOME to a kubeharden checkout")
 
 
 @dataclass
@@ -87,17 +107,15 @@ def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path 
                  progress: Progress | None = None) -> PlaybookRun:
     import ansible_runner
 
-    playbook = PROJECT_ROOT / "playbooks" / name
+    playbooks, content_env = ansible_content()
+    playbook = playbooks / name
     if not playbook.exists():
         raise RunError(f"{playbook} not found: run kubeharden from its checkout or set KUBEHARDEN_HOME")
     cmdline = " ".join((["--check", "--diff"] if check else []) + (["--tags", ",".join(tags)] if tags else [])) or None
     with tempfile.TemporaryDirectory(prefix="kubeharden-run-") as private:
         changes_file = Path(private) / "changes.jsonl"
         envvars = {
-            "ANSIBLE_CONFIG": str(PROJECT_ROOT / "ansible.cfg"),
-            "ANSIBLE_LIBRARY": str(PROJECT_ROOT / "modules"),
-            "ANSIBLE_MODULE_UTILS": str(PROJECT_ROOT / "module_utils"),
-            "ANSIBLE_ROLES_PATH": str(PROJECT_ROOT / "roles"),
+            **content_env,
             "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
             "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_DIR),
             "ANSIBLE_CALLBACKS_ENABLED": "kubeharden_changes",

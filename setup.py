@@ -1,0 +1,22 @@
+"""The wheel carries the Ansible collection generated from the repository (kubeharden/collection.py)."""
+
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+
+
+class BuildWithCollection(build_py):
+    def run(self):
+        super().run()
+        if not self.editable_mode:  # an editable install runs from the checkout's own directories
+            sys.path.insert(0, str(ROOT))
+            from kubeharden import collection
+
+            collection.write(ROOT, Path(self.build_lib) / "kubeharden" / "_ansible")
+
+
+setup(cmdclass={"build_py": BuildWithCollection})
