@@ -7,13 +7,14 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
-from kubeharden import __version__, drift, history, report
+from kubeharden import __version__, collection, drift, history, report
 from kubeharden.audit import FORMATS, AuditError, run_audit, to_table
 from kubeharden.lab import kubernetes
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
-from kubeharden.runner import Progress, RunError
+from kubeharden.runner import BUNDLED, Progress, RunError
 
 EXIT_ERROR = 2
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kubeharden {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    lab = commands.add_parser("lab", help="the local node lab: kubeadm-like nodes in systemd containers")
+    lab = commands.add_parser("lab", help="the local node lab: real Kubernetes nodes in systemd containers")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True)
     up = lab_commands.add_parser("up", help="build (cached) node images and start the lab's nodes")
     _lab_arguments(up)
@@ -86,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--remediate", action="store_true",
                        help="apply the fixes of the drifted controls only (site.yml by tag), then check again")
     _run_arguments(check)
+
+    packaging = commands.add_parser("collection", help="the Ansible collection kubeharden.hardening")
+    packaging_commands = packaging.add_subparsers(dest="collection_command", required=True)
+    tarball = packaging_commands.add_parser(
+        "build", help="write the collection tarball that `ansible-galaxy collection install` takes offline")
+    tarball.add_argument("--output", default=".", help="directory for the tarball (default: the current one)")
 
     show = commands.add_parser("report", help="what changed since the previous run; --html writes a report page")
     show.add_argument("--html", metavar="FILE", help="write a self-contained HTML report to FILE")
@@ -210,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_drift_command(args)
         if args.command == "report":
             return run_report_command(args)
-    except (LabError, AuditError, RunError, history.HistoryError) as error:
+        if args.command == "collection":
+            tarball = collection.build(Path(args.output).absolute(), source=collection.checkout_root(),
+                                       bundled=BUNDLED)
+            print(tarball)
+    except (LabError, AuditError, RunError, history.HistoryError, collection.CollectionError) as error:
         print(f"kubeharden: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

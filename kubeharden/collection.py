@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -35,6 +36,12 @@ ANSIBLE_CORE_RELEASES = ("2.17", "2.18", "2.19")
 SANITY_IGNORED = ("validate-modules:missing-gplv3-license",)
 # ansible.cfg settings that name the repository's own directories: the collection finds its content itself.
 CHECKOUT_SETTINGS = ("library", "module_utils", "doc_fragment_plugins", "roles_path", "inventory")
+
+
+def ansible_command(name: str) -> str:
+    """An Ansible command of the Python environment kubeharden runs in (a venv need not be on PATH)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
 
 
 def checkout_root() -> Path | None:
@@ -123,13 +130,24 @@ def write(source: Path, target: Path) -> Path:
     return target / COLLECTION_DIR
 
 
-def build(source: Path, output: Path) -> Path:
-    """The collection tarball (`ansible-galaxy collection build`), for `ansible-galaxy collection install` offline."""
+def build(output: Path, source: Path | None = None, bundled: Path | None = None) -> Path:
+    """The collection tarball (`ansible-galaxy collection build`), for `ansible-galaxy collection install` offline:
+    generated from a checkout (`source`), or packed from the collection an installed wheel carries (`bundled`)."""
     with tempfile.TemporaryDirectory(prefix="kubeharden-collection-") as scratch:
-        collection = write(source, Path(scratch))
+        if source is not None:
+            collection = write(source, Path(scratch))
+        elif bundled is not None and (bundled / COLLECTION_DIR).is_dir():
+            collection = bundled / COLLECTION_DIR
+        else:
+            raise CollectionError("no kubeharden checkout and no installed collection to build from")
         output.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["ansible-galaxy", "collection", "build", "--force", "--output-path", str(output),
-                               str(collection)], capture_output=True, text=True, check=False)
+        done = subprocess.run([ansible_command("ansible-galaxy"), "collection", "build", "--force",
+                               "--output-path", str(output), str(collection)], capture_output=True, text=True,
+                              check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"ansible-galaxy collection build failed: {(done.stderr or done.stdout).strip()}")
-    return output / f"{NAMESPACE}-{NAME}-{version(source)}.tar.gz"
+            raise CollectionError(f"ansible-galaxy collection build failed: {(done.stderr or done.stdout).strip()}")
+        return output / done.stdout.strip().rsplit(" ", 1)[-1].rsplit("/", 1)[-1]
+
+
+class CollectionError(RuntimeError):
+    """The collection could not be built."""

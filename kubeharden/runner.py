@@ -127,6 +127,7 @@ def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path 
             options = {"artifact_dir": str(artifacts_dir), "ident": run_id, "rotate_artifacts": KEEP_ARTIFACTS}
         runner = ansible_runner.run(
             private_data_dir=private, playbook=str(playbook), inventory=str(Path(inventory).absolute()),
+            binary=collection.ansible_command("ansible-playbook"),
             extravars=extravars or {}, limit=limit, cmdline=cmdline,
             quiet=True, envvars=envvars, event_handler=progress, **options)
         if progress:
