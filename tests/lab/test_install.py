@@ -1,0 +1,69 @@
+"""kubeharden installed as a Python user installs it: a wheel in a fresh venv, run from outside the checkout.
+
+The wheel carries the Ansible collection its commands run; the lab it brings up and audits is a real one, and its
+audit says exactly what the checkout's says of the same node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require_lab
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Path:
+    scratch = tmp_path_factory.mktemp("wheel")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(scratch / "dist"),
+                            str(ROOT)], capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    wheel = next((scratch / "dist").glob("kubeharden-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", str(scratch / "venv")], check=True)
+    installed = subprocess.run([str(scratch / "venv/bin/pip"), "install", "-q", str(wheel)], capture_output=True,
+                               text=True, check=False)
+    assert installed.returncode == 0, installed.stderr
+    return scratch / "venv"
+
+
+def run(venv: Path, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A command of the venv, not activated, with nothing of the checkout in the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KUBEHARDEN_HOME", "PYTHONPATH"))}
+    env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return subprocess.run([str(venv / "bin" / argv[0]), *argv[1:]], capture_output=True, text=True, cwd=cwd,
+                          env=env, check=False)
+
+
+def test_the_command_works_with_no_checkout(venv, tmp_path):
+    done = run(venv, "kubeharden", "--version", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("kubeharden "), done.stderr
+    where = run(venv, "python", "-c", "import kubeharden.runner as r; print(r.ansible_content()[0])", cwd=tmp_path)
+    assert where.returncode == 0, where.stderr
+    playbooks = Path(where.stdout.strip())
+    assert playbooks.is_relative_to(venv) and (playbooks / "site.yml").exists()  # the wheel's collection
+    tarball = run(venv, "kubeharden", "collection", "build", "--output", str(tmp_path), cwd=tmp_path)
+    assert tarball.returncode == 0 and Path(tarball.stdout.strip()).exists(), tarball.stderr
+
+
+def test_lab_up_audit_and_down_from_the_wheel(venv, tmp_path):
+    require_lab()
+    up = run(venv, "kubeharden", "lab", "up", "--name", "pytest-wheel", "--workers", "0", cwd=tmp_path)
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        inventory = tmp_path / "inventories/pytest-wheel/hosts.yml"
+        installed = run(venv, "kubeharden", "audit", "-i", str(inventory), "--format", "json", cwd=tmp_path)
+        assert installed.returncode == 1, installed.stderr[-2000:]  # a stock node: controls fail, none in error
+        checkout = subprocess.run([sys.executable, "-m", "kubeharden.cli", "audit", "-i", str(inventory),
+                                   "--format", "json"], capture_output=True, text=True, cwd=ROOT, check=False)
+        statuses = [{r["id"]: r["status"] for r in json.loads(report.stdout)["nodes"]["cp1"]["results"]}
+                    for report in (installed, checkout)]
+        assert len(statuses[0]) > 100 and "error" not in statuses[0].values()
+        assert statuses[0] == statuses[1]
+    finally:
+        down = run(venv, "kubeharden", "lab", "down", "--name", "pytest-wheel", cwd=tmp_path)
+    assert down.returncode == 0 and "removed 1 node(s)" in down.stdout, down.stderr
