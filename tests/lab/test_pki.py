@@ -172,8 +172,9 @@ def create_token(lab) -> str:
 
 def token_accepted(lab, node: str, token: str) -> bool:
     """Whether the node's own apiserver authenticates the token (only the token: no client certificate)."""
+    address = next(n.ip for n in lab.state().nodes if n.name == node)  # a name of the apiserver's certificate
     done = docker.exec_(lab.container(node), "kubectl", "--kubeconfig", "/dev/null", "--server",
-                        "https://127.0.0.1:6443", "--certificate-authority", f"{PKI}/ca.crt", "--token", token,
+                        f"https://{address}:6443", "--certificate-authority", f"{PKI}/ca.crt", "--token", token,
                         "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", check=False)
     if done.returncode == 0 and done.stdout == "system:serviceaccount:default:default":
         return True
