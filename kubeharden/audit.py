@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeharden import catalogue
+from kubeharden.collection import ansible_command
 from kubeharden.runner import Progress, RunError, run_playbook
 
 AUDIT_TASK = "Evaluate every control that applies to the node"
@@ -65,7 +66,8 @@ class AuditReport:
 
 
 def check_inventory(inventory: str) -> None:
-    result = subprocess.run(["ansible-inventory", "-i", inventory, "--list"], capture_output=True, text=True,
+    result = subprocess.run([ansible_command("ansible-inventory"), "-i", inventory, "--list"], capture_output=True,
+                            text=True,
                             env={**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
                                  "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"})
     if result.returncode != 0:

@@ -116,6 +116,8 @@ def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path 
         changes_file = Path(private) / "changes.jsonl"
         envvars = {
             **content_env,
+            # ansible-playbook of the environment kubeharden runs in, even from a venv that is not activated
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
             "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
             "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_DIR),
             "ANSIBLE_CALLBACKS_ENABLED": "kubeharden_changes",
@@ -127,7 +129,6 @@ def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path 
             options = {"artifact_dir": str(artifacts_dir), "ident": run_id, "rotate_artifacts": KEEP_ARTIFACTS}
         runner = ansible_runner.run(
             private_data_dir=private, playbook=str(playbook), inventory=str(Path(inventory).absolute()),
-            binary=collection.ansible_command("ansible-playbook"),
             extravars=extravars or {}, limit=limit, cmdline=cmdline,
             quiet=True, envvars=envvars, event_handler=progress, **options)
         if progress:
