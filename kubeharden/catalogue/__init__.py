@@ -2,9 +2,13 @@
 
 Each YAML file here holds `defaults` (merged into every entry) and `controls`. An entry has an `id` (the
 CIS Kubernetes Benchmark ID where one exists, else KH-...), a `title`, a `severity`, the `node_roles` it
-applies to, a `type` (automated, or manual where the benchmark leaves the call to the operator; `required`
-makes kubeharden's policy decide it anyway), the `check` the audit module evaluates, and the `remediation`:
-the role and variable that fix it.
+applies to, a `type` (automated, or manual where the benchmark leaves the call to the operator), the `check`
+the audit module evaluates, and the `remediation`: the role and variable that fix it.
+
+A manual control whose fix site.yml applies by default is kubeharden's policy, not the operator's call: it
+fails when its state is off, and drift repairs it. That is derived, never written per control: the remediation
+variable's default in its role sets what the check reads (`enforced_by_default`). The loader marks such a
+control `required`; an entry may also say `required: true` itself where no role default can tell.
 """
 
 from __future__ import annotations
@@ -126,7 +130,7 @@ def validate(controls: list[dict]) -> None:
 
 @cache
 def _load(directory: str) -> tuple[dict, ...]:
-    controls = []
+    controls, roles = [], role_defaults()
     for path in sorted(Path(directory).glob("*.yml")):
         document = yaml.safe_load(path.read_text())
         defaults = document.get("defaults") or {}
@@ -135,7 +139,53 @@ def _load(directory: str) -> tuple[dict, ...]:
     for control in controls:
         control["section"] = section_of(control["id"])
         control["remediation"]["tags"] = remediation_tags(control)
+        if control["type"] == "manual":
+            control["required"] = bool(control.get("required")) or enforced_by_default(control, roles)
     return tuple(controls)
+
+
+def role_defaults() -> dict[str, dict]:
+    """Each role's defaults (defaults/main.yml), from the content kubeharden runs: a checkout or its collection."""
+    from kubeharden.runner import RunError, ansible_content
+
+    try:
+        roles = ansible_content()[0].parent / "roles"
+    except RunError:
+        return {}
+    return {path.parent.parent.name: yaml.safe_load(path.read_text()) or {}
+            for path in sorted(roles.glob("*/defaults/main.yml"))}
+
+
+_UNSET = object()
+
+
+def enforced_by_default(control: dict, defaults: dict[str, dict]) -> bool:
+    """Whether site.yml, run with the roles' defaults, sets the state this control checks: a playbook task fixes
+    it (remediation tags), and its remediation variable's default is on and covers what the check reads (the
+    key or flag of a mapping, the value or path among a list's items)."""
+    remediation, check = control["remediation"], control["check"]
+    if not remediation["tags"] or check.get("read") == "none":
+        return False
+    value = defaults.get(remediation["role"], {}).get(remediation["variable"], _UNSET)
+    if value is _UNSET or value in (None, "", [], {}, False):
+        return False
+    if isinstance(value, dict):
+        keys = [k for k in (check.get("key"), check.get("flag")) if k]
+        return any(_has_path(value, key) for key in keys)
+    if isinstance(value, list):
+        if isinstance(check.get("value"), str):
+            return check["value"] in value
+        paths = {item.get("path") for item in value if isinstance(item, dict)}
+        if paths:
+            return check.get("path") in paths
+    return True
+
+
+def _has_path(mapping: dict, dotted: str) -> bool:
+    if dotted in mapping:
+        return True
+    head, _, rest = dotted.partition(".")
+    return bool(rest) and isinstance(mapping.get(head), dict) and _has_path(mapping[head], rest)
 
 
 def load(directory: Path = CATALOGUE_DIR) -> list[dict]:
@@ -158,9 +208,10 @@ def render_markdown(controls: list[dict]) -> str:
     """docs/controls.md: every control, by section, with what it checks and what fixes it."""
     lines = ["# Controls", "",
              "Generated from `kubeharden/catalogue/*.yml` by `python -m kubeharden.catalogue --docs docs/controls.md`;",
-             "a test fails when this file is stale. Type `manual`: the benchmark leaves the call to the operator;",
-             "kubeharden still shows the evidence, and fails the control only where its policy requires it",
-             "(marked *required*).", "",
+             "a test fails when this file is stale. Type `manual`: the benchmark leaves the call to the operator.",
+             "Where site.yml applies the fix by default (derived from the remediation variable's default), the",
+             "control is kubeharden's policy, marked *enforced*: it fails when off and drift repairs it. The other",
+             "manual controls show their evidence and leave the call to you (*operator's call*).", "",
              f"{len(controls)} controls.", ""]
     section = None
     for control in controls:
@@ -171,7 +222,9 @@ def render_markdown(controls: list[dict]) -> str:
         check = control["check"]
         what = ", ".join(f"{k}={v}" for k, v in check.items()
                          if k != "reason" and not isinstance(v, (list, dict)))
-        kind = control["type"] + (", required" if control.get("required") else "")
+        kind = control["type"]
+        if kind == "manual":
+            kind += ", enforced" if control.get("required") else ", operator's call"
         fix = f"`{control['remediation']['role']}`: `{control['remediation']['variable']}`"
         fix += f" (tags {', '.join(control['remediation']['tags'])})" if control["remediation"]["tags"] else " (no tag)"
         title = control["title"].replace("|", "\\|")

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from kubeharden.lab import docker
 from kubeharden.lab.lab import Lab, Topology
 from tests.conftest import ROOT, require_lab
 
@@ -14,6 +15,33 @@ def playbook(lab, name: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path), str(ROOT / "playbooks" / name), *extra],
                           capture_output=True, text=True, check=False,
                           env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
+
+
+ANONYMOUS_REQUEST = """
+import ssl, sys, urllib.error, urllib.request
+context = ssl.create_default_context(cafile="/etc/kubernetes/pki/ca.crt")
+try:
+    print(urllib.request.urlopen(sys.argv[1], context=context, timeout=10).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+"""
+
+
+def anonymous_status(lab, node: str, path: str) -> int:
+    """The HTTP status the node's kube-apiserver answers to a request without credentials (CIS 1.2.1)."""
+    address = next(n.ip for n in lab.state().nodes if n.name == node)
+    done = docker.exec_(lab.container(node), "python3", "-c", ANONYMOUS_REQUEST, f"https://{address}:6443{path}")
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def assert_anonymous_health_only(lab, node: str) -> None:
+    """After site.yml: anonymous requests reach the health endpoints (kubelet probes, load balancers) and
+    nothing else."""
+    assert {path: anonymous_status(lab, node, path) for path in ("/readyz", "/livez", "/healthz")} == \
+        {"/readyz": 200, "/livez": 200, "/healthz": 200}
+    assert {path: anonymous_status(lab, node, path) for path in ("/api", "/api/v1/namespaces", "/version")} == \
+        {"/api": 401, "/api/v1/namespaces": 401, "/version": 401}
 
 
 def _lab(tmp_path_factory, name: str, topology: Topology):

@@ -13,7 +13,7 @@ import pytest
 
 from kubeharden.lab import cluster, kubernetes
 from kubeharden.lab.lab import Topology
-from tests.lab.conftest import _lab, playbook
+from tests.lab.conftest import _lab, assert_anonymous_health_only, playbook
 
 pytestmark = pytest.mark.lab
 
@@ -41,6 +41,7 @@ def test_site_yml_hardens_the_release_and_the_cluster_stays_healthy(version_lab)
     nodes = json.loads(cluster.kubectl(cp1, "get", "nodes", "-o", "json", check=True).stdout)
     versions = {item["status"]["nodeInfo"]["kubeletVersion"] for item in nodes["items"]}
     assert versions == {version_lab.state().topology.kubernetes}
+    assert_anonymous_health_only(version_lab, "cp1")  # 1.2.1 on the real apiserver
 
     report = subprocess.run(["kubeharden", "audit", "-i", str(version_lab.inventory_path), "--format", "json",
                              "--controls", "1,2,4,KH-ETCD,KH-K8S,KH-PKI"], capture_output=True, text=True)
