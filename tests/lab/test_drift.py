@@ -13,6 +13,7 @@ from kubeharden.drift import EXIT_CLEAN
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology
 from tests.lab.conftest import _lab, assert_anonymous_health_only, playbook
+from tests.lab.second_opinion import assert_second_opinion
 
 pytestmark = pytest.mark.lab
 
@@ -44,6 +45,11 @@ def on(lab, node: str, command: str) -> str:
 
 def drifted(report: dict) -> dict[str, set[str]]:
     return {node: set(entry["drifted"]) for node, entry in report["nodes"].items() if entry["drifted"]}
+
+
+def test_kube_bench_agrees_on_the_stock_nodes(drift_lab):
+    """Before site.yml (this file's tests run in order on one lab)."""
+    assert_second_opinion(drift_lab, "stock")
 
 
 def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
@@ -102,3 +108,8 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert "<svg" in page and "cp1" in page and "1.2.5" in page  # trend drawn, accepted failures listed
     assert len(list((state / "history").glob("*.json"))) == 3  # baseline, before and after remediation
+
+
+def test_kube_bench_agrees_on_the_hardened_nodes(drift_lab):
+    """After site.yml and the remediation above."""
+    assert_second_opinion(drift_lab, "hardened")

@@ -65,6 +65,14 @@ def test_lab_up_audit_and_down_from_the_wheel(venv, tmp_path):
             statuses.append({r["id"]: r["status"] for r in json.loads(report.stdout)["nodes"]["cp1"]["results"]})
         assert len(statuses[0]) > 100 and "error" not in statuses[0].values()
         assert statuses[0] == statuses[1]
+        # drift runs site.yml in check mode: every role and module of the wheel's collection, on a real node.
+        drift = run(venv, "kubeharden", "drift", "-i", str(inventory), "--format", "json", "--no-progress",
+                    "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+        assert drift.stdout.startswith("{"), drift.stderr[-2000:]
+        report = json.loads(drift.stdout)
+        assert report["errors"] == {} and drift.returncode in (0, 1), report
+        pending = {change["task"] for change in report["nodes"]["cp1"]["pending"]}
+        assert len(pending) > 10, pending  # a stock node: site.yml would change many things
     finally:
         down = run(venv, "kubeharden", "lab", "down", "--name", "pytest-wheel", cwd=tmp_path)
     assert down.returncode == 0 and "removed 1 node(s)" in down.stdout, down.stderr

@@ -45,11 +45,12 @@ def describe(lab, node: str, path: str) -> dict:
 
 
 def served_end(lab, node: str, port: int) -> float:
-    """Days left on the certificate etcd serves on `port` (2379 clients, 2380 peers)."""
-    client = "healthcheck-client" if port == 2379 else "peer"
+    """Days left on the certificate served on `port`: etcd's (2379 clients, 2380 peers), the apiserver's (6443)."""
+    client = {2379: "healthcheck-client", 2380: "peer"}.get(port)
+    credentials = f"-cert {PKI}/etcd/{client}.crt -key {PKI}/etcd/{client}.key" if client else ""
     address = next(n.ip for n in lab.state().nodes if n.name == node)  # peers listen on the node's address only
-    end = sh(lab, node, f"echo | openssl s_client -connect {address}:{port} -cert {PKI}/etcd/{client}.crt "
-                        f"-key {PKI}/etcd/{client}.key 2>/dev/null | openssl x509 -noout -enddate")
+    end = sh(lab, node, f"echo | openssl s_client -connect {address}:{port} {credentials} 2>/dev/null "
+                        "| openssl x509 -noout -enddate")
     return (int(sh(lab, node, f"date -d '{end.strip().split('=', 1)[1]}' +%s")) - time.time()) / 86400
 
 
@@ -88,6 +89,9 @@ def test_due_certificates_are_renewed_and_etcd_serves_them(pki_lab):
                           + sh(pki_lab, node, "awk '/client-certificate-data/ {print $2}' /etc/kubernetes/admin.conf")
                           + "EOF")
         assert served_end(pki_lab, node, 2379) > 360 and served_end(pki_lab, node, 2380) > 360
+        # The restarted apiserver serves its renewed certificate, and the renewed admin.conf is accepted.
+        assert served_end(pki_lab, node, 6443) > 360
+        assert sh(pki_lab, node, "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz") == "ok"
     # One member at a time, in play order: each restart came after the previous member's.
     restarted = [etcd_started(pki_lab, n) for n in CONTROL_PLANES]
     assert all(restarted[i] > started[n] for i, n in enumerate(CONTROL_PLANES)) and restarted == sorted(restarted)

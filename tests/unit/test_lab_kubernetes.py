@@ -258,3 +258,21 @@ def test_host_etcd_runs_with_the_flags_kubeadm_gives_a_member():
     assert variables["ETCD_INITIAL_CLUSTER_STATE"] == "new" and variables["ETCD_CLIENT_CERT_AUTH"] == "true"
     assert variables["ETCD_CERT_FILE"] == "/etc/etcd/pki/server.crt" and "/etc/kubernetes" not in text
     assert variables["ETCD_FEATURE_GATES"] == "InitialCorruptCheck=true"  # kubeadm's own, not a copy of it
+
+
+def test_a_kube_bench_entry_is_used_only_while_its_files_match_their_checksums(tmp_path, monkeypatch):
+    from kubeharden.lab import kube_bench
+
+    monkeypatch.setattr(kube_bench.kubernetes, "cache_dir", lambda: tmp_path)
+    found = kube_bench.entry()
+    (found.directory / "bin").mkdir(parents=True)
+    (found.directory / "cfg/cis-1.12").mkdir(parents=True)
+    found.binary.write_bytes(b"\x7fELF kube-bench")
+    (found.config_dir / "cis-1.12/node.yaml").write_text("controls: []\n")
+    assert not kube_bench.cached(found)  # no manifest: a build that did not finish
+    (found.directory / "manifest.json").write_text(json.dumps({
+        "key": found.directory.name, "binary_sha256": kube_bench.kubernetes._sha256(found.binary),
+        "cfg_sha256": kube_bench._digest(found.config_dir)}))
+    assert kube_bench.cached(found)
+    (found.config_dir / "cis-1.12/node.yaml").write_text("controls: [changed]\n")
+    assert not kube_bench.cached(found)
