@@ -29,6 +29,7 @@ class AuditReport:
     results: dict[str, list[dict]] = field(default_factory=dict)  # node -> results
     host_errors: dict[str, str] = field(default_factory=dict)  # node -> why it could not be audited
     certificates: dict[str, list[dict]] = field(default_factory=dict)  # node -> certificates with days left
+    versions: dict[str, str] = field(default_factory=dict)  # node -> Kubernetes minor of its kubelet
     artifacts: str = ""  # ansible-runner's artifact directory of the run
 
     def failing(self, fail_on: str = "low") -> dict[str, list[dict]]:
@@ -96,6 +97,7 @@ def run_audit(inventory: str, limit: str | None = None, include: list[str] | Non
         if event["event"] == "runner_on_ok" and data.get("task") == AUDIT_TASK:
             report.results[data["host"]] = data["res"]["results"]
             report.certificates[data["host"]] = data["res"].get("certificates", [])
+            report.versions[data["host"]] = data["res"].get("kubernetes_version", "")
     report.host_errors = run.host_errors()
     report.artifacts = run.artifacts
     return report
@@ -110,6 +112,8 @@ def to_table(report: AuditReport, verbose: bool = False) -> str:
         counts = Counter(r["status"] for r in report.results[node])
         lines.append(f"== {node}: score {report.score(node)}% ({counts['pass']} pass, {counts['fail']} fail, "
                      f"{counts['error']} error, {counts['manual']} manual, {counts['not_applicable']} n/a)")
+        version = report.versions.get(node)
+        lines.append(f"   Kubernetes {version or '(no kubelet found)'}: {catalogue.benchmark_for(version or None)}")
         by_section: dict[str, list[dict]] = defaultdict(list)
         for result in report.results[node]:
             by_section[report.controls[result["id"]]["section"]].append(result)
@@ -131,7 +135,9 @@ def to_table(report: AuditReport, verbose: bool = False) -> str:
 
 
 def to_json(report: AuditReport) -> str:
-    return json.dumps({"nodes": {node: {"score": report.score(node), "results": results}
+    return json.dumps({"nodes": {node: {"score": report.score(node), "kubernetes": report.versions.get(node, ""),
+                                        "benchmark": catalogue.benchmark_for(report.versions.get(node) or None),
+                                        "results": results}
                                  for node, results in sorted(report.results.items())},
                        "errors": report.host_errors}, indent=2) + "\n"
 

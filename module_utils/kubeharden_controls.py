@@ -100,6 +100,11 @@ class Node:
         self._manifest_flags: dict[str, tuple[dict, str]] = {}
 
     @functools.cached_property
+    def kubernetes_version(self) -> tuple[int, int] | None:
+        """The Kubernetes minor the node runs (its kubelet's), for checks whose meaning changed with it."""
+        return node.kubelet_version()
+
+    @functools.cached_property
     def in_container(self) -> bool:
         """The one container fact: controls that cannot hold in a container say why, and are not applicable."""
         return node.in_container()
@@ -196,6 +201,10 @@ class RenderedNode(Node):
 
     def manifest_flags(self, component: str) -> tuple[dict, str]:
         return self.rendered["flags"][component], self.source
+
+    @functools.cached_property
+    def kubernetes_version(self) -> tuple[int, int] | None:
+        return node.parse_minor(self.rendered["kubernetes_version"])
 
     @functools.cached_property
     def etcd(self) -> tuple[dict, str]:
@@ -566,15 +575,29 @@ def _expected_text(check: dict) -> str:
     return op if value is None else f"{op} {value}"
 
 
+def check_at(check: dict, version: tuple[int, int] | None) -> tuple[dict, str]:
+    """The check as it reads on a node running Kubernetes `version`: `since` holds, per minor, what changes from
+    that minor on (a meaning the release changed). Returns the check and the minor whose rule applied ("")."""
+    since = check.get("since") or {}
+    effective, applied = {k: v for k, v in check.items() if k != "since"}, ""
+    for minor in sorted(since, key=node.parse_minor):
+        if version is not None and version >= node.parse_minor(minor):
+            effective.update(since[minor])
+            applied = minor
+    return effective, applied
+
+
 def evaluate(control: dict, state: Node) -> dict:
-    check = control["check"]
+    check, rule = control["check"], ""
+    if "since" in check:
+        check, rule = check_at(check, state.kubernetes_version)
     result = {"id": control["id"], "expected": "", "actual": None, "evidence": "", "reason": ""}
     if check["read"] == "none":
         return {**result, "status": MANUAL, "reason": check.get("reason", "needs a person to decide")}
     if check.get("container") and state.in_container:
         return {**result, "status": NOT_APPLICABLE, "reason": f"in a container: {check['container']}"}
     try:
-        result["expected"] = _expected_text(check)
+        result["expected"] = _expected_text(check) + (f" (the rule from Kubernetes {rule} on)" if rule else "")
         observation = READERS[check["read"]](check, state)
         actual = observation.value
         if check["read"] in OFFENDER_READERS:

@@ -317,5 +317,6 @@ def effective(documents: list[dict]) -> dict:
     for key in KUBELET_OMITTED_WHEN_ZERO:
         if kubelet.get(key) == 0:
             del kubelet[key]
-    return {"api_version": api, "flags": flags, "kubelet": kubelet,
+    return {"api_version": api, "kubernetes_version": configuration["kubernetesVersion"], "flags": flags,
+            "kubelet": kubelet,
             "volumes": {c: (configuration.get(SECTIONS[c]) or {}).get("extraVolumes") or [] for c in COMPONENTS}}

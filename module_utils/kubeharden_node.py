@@ -260,6 +260,24 @@ def deep_merge(base: dict, overlay: dict) -> dict:
     return merged
 
 
+def kubelet_version() -> tuple[int, int] | None:
+    """The Kubernetes minor the node's kubelet runs (`kubelet --version`), or None without a kubelet."""
+    running = find_processes("kubelet")
+    binary = running[0][1][0] if running else "/usr/bin/kubelet"
+    try:
+        output = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
+                                check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_minor(output)
+
+
+def parse_minor(text: str) -> tuple[int, int] | None:
+    """(1, 37) from "Kubernetes v1.37.2", "v1.37.2" or "1.37"; None when there is no version in the text."""
+    match = re.search(r"v?(\d+)\.(\d+)", str(text))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def kubelet_state() -> dict:
     """The kubelet's flags and effective KubeletConfiguration, from what really starts it."""
     running = find_processes("kubelet")

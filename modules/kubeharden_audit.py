@@ -77,6 +77,12 @@ summary:
   returned: always
   type: dict
   sample: {pass: 120, fail: 14, manual: 6, not_applicable: 3, error: 0}
+kubernetes_version:
+  description: The Kubernetes minor of the node's kubelet (or of the kubeadm configuration), which picks the rule of
+    a control whose meaning changed with the release; empty when unknown.
+  returned: always
+  type: str
+  sample: "1.37"
 evaluation_seconds:
   description: How long evaluating the controls took on the node (reading its files and processes included).
   returned: always
@@ -129,7 +135,9 @@ def main() -> None:
     # Days left per certificate, for alerts weeks ahead; read only when a control already read them.
     certificates = [{k: c.get(k) for k in ("name", "subject", "not_after", "days_left", "managed_by")}
                     for c in (state.certificates if "certificates" in state.__dict__ else []) if "error" not in c]
+    version = state.kubernetes_version
     module.exit_json(changed=False, results=results, certificates=certificates, evaluation_seconds=seconds,
+                     kubernetes_version=".".join(map(str, version)) if version else "",
                      summary=dict(Counter(r["status"] for r in results)))
 
 

@@ -31,6 +31,20 @@ READS = ("file", "flag", "kubelet", "sysctl", "module", "sshd", "line", "package
          "audit_rule", "encryption_provider", "pod_security", "anonymous_auth", "same_file", "nft_table",
          "certificates", "etcd_encryption", "none")
 
+# The CIS Kubernetes Benchmark kubeharden follows for each Kubernetes minor (v2.0.1 kept v1.12's control IDs). A
+# minor with no benchmark of its own follows the newest, as kube-bench steps down to its newest mapping.
+BENCHMARKS = {"CIS Kubernetes Benchmark v1.12": ("1.32", "1.33"), "CIS Kubernetes Benchmark v2.0.1": ("1.34", "1.35")}
+
+
+def benchmark_for(minor: str | None) -> str:
+    """`1.35` -> "CIS Kubernetes Benchmark v2.0.1"; a minor no benchmark covers yet -> the newest, saying so."""
+    newest = list(BENCHMARKS)[-1]
+    for name, minors in BENCHMARKS.items():
+        if minor in minors:
+            return name
+    return f"{newest} (the newest; Kubernetes {minor or 'of unknown version'} has no benchmark of its own yet)"
+
+
 SECTIONS = {
     "1.1": "1.1 Control plane node configuration files", "1.2": "1.2 API server",
     "1.3": "1.3 Controller manager", "1.4": "1.4 Scheduler", "2": "2 etcd",
@@ -117,6 +131,10 @@ def validate(controls: list[dict]) -> None:
             problems.append(f"{cid}: node_roles must be among {NODE_ROLES}")
         if (control.get("check") or {}).get("read") not in READS:
             problems.append(f"{cid}: check.read must be one of {READS}")
+        since = (control.get("check") or {}).get("since", {})
+        if not isinstance(since, dict) or not all(
+                isinstance(k, str) and k.count(".") == 1 and isinstance(v, dict) for k, v in since.items()):
+            problems.append(f"{cid}: check.since maps a Kubernetes minor (\"1.37\") to what changes from it on")
         remediation = control.get("remediation") or {}
         if not remediation.get("role") or not remediation.get("variable"):
             problems.append(f"{cid}: remediation needs a role and a variable")
@@ -212,7 +230,10 @@ def render_markdown(controls: list[dict]) -> str:
              "Where site.yml applies the fix by default (derived from the remediation variable's default), the",
              "control is kubeharden's policy, marked *enforced*: it fails when off and drift repairs it. The other",
              "manual controls show their evidence and leave the call to you (*operator's call*).", "",
-             f"{len(controls)} controls.", ""]
+             "Which benchmark applies: " + "; ".join(f"Kubernetes {', '.join(m)}: {n}" for n, m in BENCHMARKS.items())
+             + "; a newer Kubernetes follows the newest. Where a release changed a setting's meaning, the check says",
+             "from which minor on its rule changes (`since`), and the audit applies it by the node's kubelet version.",
+             "", f"{len(controls)} controls.", ""]
     section = None
     for control in controls:
         if control["section"] != section:

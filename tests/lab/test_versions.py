@@ -46,5 +46,9 @@ def test_site_yml_hardens_the_release_and_the_cluster_stays_healthy(version_lab)
     report = subprocess.run(["kubeharden", "audit", "-i", str(version_lab.inventory_path), "--format", "json",
                              "--controls", "1,2,4,KH-ETCD,KH-K8S,KH-PKI"], capture_output=True, text=True)
     results = json.loads(report.stdout)["nodes"]
+    minor = ".".join(version_lab.state().topology.kubernetes.lstrip("v").split(".")[:2])
+    # The node's release picks the benchmark and the rules of controls whose meaning changed with it.
+    assert {node["kubernetes"] for node in results.values()} == {minor}
+    assert all(node["benchmark"].startswith("CIS Kubernetes Benchmark v2.0.1") for node in results.values())
     failed = {r["id"] for node in results.values() for r in node["results"] if r["status"] in ("fail", "error")}
     assert failed == EXPECTED_FAILURES, failed

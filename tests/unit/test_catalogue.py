@@ -88,3 +88,17 @@ def test_enforcement_follows_the_role_default():
     assert not catalogue.enforced_by_default(control, without)
     assert not catalogue.enforced_by_default({**control, "remediation": {**control["remediation"], "tags": []}},
                                              roles)
+
+
+def test_the_benchmark_follows_the_kubernetes_release():
+    assert catalogue.benchmark_for("1.35") == "CIS Kubernetes Benchmark v2.0.1"
+    assert catalogue.benchmark_for("1.33") == "CIS Kubernetes Benchmark v1.12"
+    newest = catalogue.benchmark_for("1.37")
+    assert newest.startswith("CIS Kubernetes Benchmark v2.0.1 (the newest") and "1.37 has no benchmark" in newest
+
+
+def test_a_malformed_since_is_refused_when_the_catalogue_loads():
+    control = dict(next(c for c in catalogue.load() if c["id"] == "4.2.8"))
+    control["check"] = {**control["check"], "since": {"1.37.1": "gt"}}
+    with pytest.raises(catalogue.CatalogueError, match=r"4\.2\.8: check\.since maps a Kubernetes minor"):
+        catalogue.validate([control])

@@ -180,3 +180,33 @@ def test_anonymous_auth_understands_authentication_configuration(tmp_path, monke
     monkeypatch.setattr(node, "MANIFEST_DIR", str(tmp_path))
     observation = controls.read_anonymous_auth({}, controls.Node(["control_plane"]))
     assert observation.value == expected
+
+
+class KubeletAt(controls.Node):
+    """A node whose kubelet runs `version` with `config`: what check_at and the kubelet reader see."""
+
+    def __init__(self, version, config):
+        super().__init__(["workers"])
+        self.__dict__["kubernetes_version"] = version
+        self.__dict__["kubelet"] = {"flags": {"config": "/var/lib/kubelet/config.yaml"}, "flag_source": "test",
+                                    "config": config, "config_path": "/var/lib/kubelet/config.yaml",
+                                    "config_sources": ["/var/lib/kubelet/config.yaml"]}
+
+
+def test_a_check_follows_the_meaning_the_nodes_release_gives_a_setting():
+    """CIS 4.2.8: eventRecordQPS 0 meant the default (50) before 1.37 and means unlimited from 1.37 on."""
+    from kubeharden import catalogue
+
+    control = next(c for c in catalogue.load() if c["id"] == "4.2.8")
+    before = controls.evaluate(control, KubeletAt((1, 36), {"eventRecordQPS": 0}))
+    assert before["status"] == "pass" and "Kubernetes 1.37" not in before["expected"]
+    after = controls.evaluate(control, KubeletAt((1, 37), {"eventRecordQPS": 0}))
+    assert after["status"] == "manual" and after["expected"] == "gt 0 (the rule from Kubernetes 1.37 on)"
+    assert controls.evaluate(control, KubeletAt((1, 37), {"eventRecordQPS": 5}))["status"] == "pass"
+    assert controls.evaluate(control, KubeletAt(None, {"eventRecordQPS": 0}))["status"] == "pass"  # no kubelet
+    assert controls.check_at(control["check"], (1, 38))[1] == "1.37"
+
+
+def test_node_minor_parses_what_kubelet_and_kubeadm_print():
+    assert node.parse_minor("Kubernetes v1.37.2\n") == (1, 37) == node.parse_minor("v1.37.2")
+    assert node.parse_minor("1.35") == (1, 35) and node.parse_minor("") is None
