@@ -54,7 +54,7 @@ SECTIONS = {
     "KH-OS-5": "KH-OS-5 Accounts and authentication", "KH-OS-6": "KH-OS-6 auditd",
     "KH-OS-7": "KH-OS-7 File integrity (AIDE)", "KH-OS-8": "KH-OS-8 SSH daemon",
     "KH-OS-9": "KH-OS-9 Services and packages", "KH-K8S": "KH-K8S Kubernetes (kubeharden)",
-    "KH-PKI": "KH-PKI Certificates", "KH-FW": "KH-FW Firewall",
+    "KH-PKI": "KH-PKI Certificates", "KH-FW": "KH-FW Firewall", "KH-ETCD": "KH-ETCD Secrets in etcd",
 }
 
 # The role tag that runs the fix of each section (longest prefix wins), so `kubeharden drift --remediate` and

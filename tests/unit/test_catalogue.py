@@ -102,3 +102,7 @@ def test_a_malformed_since_is_refused_when_the_catalogue_loads():
     control["check"] = {**control["check"], "since": {"1.37.1": "gt"}}
     with pytest.raises(catalogue.CatalogueError, match=r"4\.2\.8: check\.since maps a Kubernetes minor"):
         catalogue.validate([control])
+
+
+def test_every_control_has_a_section():
+    assert [c["id"] for c in catalogue.load() if c["section"] == "Other"] == []
