@@ -98,6 +98,7 @@ class Node:
     def __init__(self, node_roles: list[str]):
         self.node_roles = node_roles
         self._manifest_flags: dict[str, tuple[dict, str]] = {}
+        self._certificates: list[dict] | None = None
 
     @functools.cached_property
     def kubernetes_version(self) -> tuple[int, int] | None:
@@ -165,9 +166,15 @@ class Node:
         files = sorted(glob.glob("/etc/audit/rules.d/*.rules"))
         return "\n".join(node.read_text(f) for f in files), files
 
-    @functools.cached_property
+    @property
     def certificates(self) -> list[dict]:
-        return certificate_inventory()
+        if self._certificates is None:
+            self._certificates = certificate_inventory()
+        return self._certificates
+
+    def certificates_read(self) -> list[dict]:
+        """The certificates a control already read, or none: reporting them never costs a read of its own."""
+        return self._certificates or []
 
     def flags(self, component: str) -> tuple[dict, str]:
         return self.etcd if component == "etcd" else self.manifest_flags(component)

@@ -134,7 +134,7 @@ def main() -> None:
     seconds = round(time.perf_counter() - started, 3)
     # Days left per certificate, for alerts weeks ahead; read only when a control already read them.
     certificates = [{k: c.get(k) for k in ("name", "subject", "not_after", "days_left", "managed_by")}
-                    for c in (state.certificates if "certificates" in state.__dict__ else []) if "error" not in c]
+                    for c in state.certificates_read() if "error" not in c]
     version = state.kubernetes_version
     module.exit_json(changed=False, results=results, certificates=certificates, evaluation_seconds=seconds,
                      kubernetes_version=".".join(map(str, version)) if version else "",
