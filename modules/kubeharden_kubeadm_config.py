@@ -92,6 +92,13 @@ options:
     description: Render a JoinConfiguration instead, with C(api_server_endpoint), C(token), C(ca_cert_hashes), and for a
       control-plane node C(control_plane=true) and C(certificate_key).
     type: dict
+  validate:
+    description:
+      - Have the node's own kubeadm check the rendered file (C(kubeadm config validate)) before it is written, in
+        check mode too; a file kubeadm rejects fails the task with kubeadm's message and leaves the file untouched.
+      - Skipped, and said so in C(validated), where kubeadm is not installed yet.
+    type: bool
+    default: true
 extends_documentation_fragment:
   - kubeharden_backup.backup_dir
 author:
@@ -123,9 +130,15 @@ path:
   description: The file written.
   returned: always
   type: str
+validated:
+  description: What validated the rendered file, or why nothing did.
+  returned: always
+  type: str
+  sample: kubeadm v1.37.2 (kubeadm config validate)
 """
 
 import os
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.kubeharden_files import (
@@ -177,6 +190,7 @@ def main() -> None:
             "ignore_preflight_errors": {"type": "list", "elements": "str", "default": []},
             "skip_phases": {"type": "list", "elements": "str", "default": []},
             "join": {"type": "dict", "no_log": True},
+            "validate": {"type": "bool", "default": True},
             **BACKUP_DIR_OPTION,
         },
         supports_check_mode=True,
@@ -196,7 +210,8 @@ def main() -> None:
     content = dump(documents)
     current = read_or_empty(p["path"])
     result = {"changed": current != content, "path": p["path"], "kinds": [d["kind"] for d in documents],
-              "api_version": api_version(parse_version(p["kubernetes_version"]))}
+              "api_version": api_version(parse_version(p["kubernetes_version"])),
+              "validated": kubeadm_validate(module, content) if p["validate"] else "not asked"}
     if result["changed"]:
         result["diff"] = {"before": redacted(current), "after": redacted(content), "before_header": p["path"],
                           "after_header": p["path"]}
@@ -206,6 +221,23 @@ def main() -> None:
                 backup(p["path"], p["backup_dir"])
             atomic_write(p["path"], content, mode=0o600)
     module.exit_json(**result)
+
+
+def kubeadm_validate(module: AnsibleModule, content: str) -> str:
+    """Run the node's kubeadm over the rendered file (from a private temporary copy: it holds the join token)."""
+    kubeadm = module.get_bin_path("kubeadm")
+    if kubeadm is None:
+        return "skipped: kubeadm is not installed on this node"
+    with tempfile.NamedTemporaryFile("w", prefix="kubeharden-kubeadm-", suffix=".yaml") as rendered:
+        rendered.write(content)
+        rendered.flush()
+        rc, out, err = module.run_command([kubeadm, "config", "validate", "--config", rendered.name])
+    if rc != 0:
+        message = " ".join(line.strip() for line in (err or out).splitlines() if line.strip()
+                           and "stack trace" not in line)
+        module.fail_json(msg=f"kubeadm rejects the rendered configuration (nothing was written): {message}")
+    _, version, _ = module.run_command([kubeadm, "version", "-o", "short"])
+    return f"kubeadm {version.strip()} (kubeadm config validate)"
 
 
 if __name__ == "__main__":

@@ -84,6 +84,8 @@ def test_a_weakened_configuration_is_stopped_before_kubeadm_runs(boot_lab):
     ({"control_plane_kubernetes_version": "v1.34.4"}, "Kubernetes 1.34 is outside the versions kubeharden supports"),
     ({"control_plane_kubeadm_extra_args": {"kube-apiserver": {"profiling": "true"}}},
      "extra_args for kube-apiserver sets --profiling=true, which conflicts with kubeharden's --profiling=false"),
+    # Only kubeadm knows: the node's kubeadm validates the rendered file before it is written.
+    ({"control_plane_kubeadm_pod_subnet": "10.244.0.0/33"}, "networking.podSubnet: Invalid value"),
 ])
 def test_bad_input_fails_before_the_configuration_changes(boot_lab, extra, message):
     before = docker.exec_(boot_lab.container("cp1"), "sha256sum", CONFIG).stdout

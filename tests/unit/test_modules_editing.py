@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import yaml
@@ -106,3 +107,29 @@ def test_kubelet_missing_config_is_reported(tmp_path):
     result = run_module("kubeharden_kubelet_config", {"config_path": str(tmp_path / "nope.yaml"),
                                                       "settings": {"podPidsLimit": 1}})
     assert result["failed"] and "does not exist" in result["msg"]
+
+
+# -- kubeharden_kubeadm_config ---------------------------------------------------------------------------------
+
+KUBEADM_ARGS = {"kubernetes_version": "v1.37.2", "advertise_address": "192.0.2.10", "node_name": "cp1"}
+
+
+def test_the_nodes_kubeadm_validates_the_file_before_it_is_written(tmp_path, monkeypatch):
+    release = kubeadm_node.release()
+    monkeypatch.setenv("PATH", f"{release.directory / 'bin'}:{os.environ['PATH']}")
+    path = tmp_path / "kubeadm-config.yaml"
+    args = {**KUBEADM_ARGS, "kubernetes_version": release.version, "path": str(path),
+            "backup_dir": str(tmp_path / "backups")}
+    done = run_module("kubeharden_kubeadm_config", args)
+    assert not done["failed"] and done["validated"] == f"kubeadm {release.version} (kubeadm config validate)"
+    before = path.read_text()
+    refused = run_module("kubeharden_kubeadm_config", {**args, "pod_subnet": "10.244.0.0/33"}, check=True)
+    assert refused["failed"] and "kubeadm rejects the rendered configuration (nothing was written)" in refused["msg"]
+    assert "networking.podSubnet" in refused["msg"] and path.read_text() == before
+
+
+def test_without_kubeadm_the_validation_says_it_was_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}:/usr/bin:/bin")  # ansible, and no kubeadm
+    done = run_module("kubeharden_kubeadm_config", {**KUBEADM_ARGS, "path": str(tmp_path / "k.yaml"),
+                                                    "backup_dir": str(tmp_path / "b")})
+    assert not done["failed"] and done["validated"] == "skipped: kubeadm is not installed on this node"
