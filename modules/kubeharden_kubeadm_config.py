@@ -236,7 +236,7 @@ def kubeadm_validate(module: AnsibleModule, content: str) -> str:
         message = " ".join(line.strip() for line in (err or out).splitlines() if line.strip()
                            and "stack trace" not in line)
         module.fail_json(msg=f"kubeadm rejects the rendered configuration (nothing was written): {message}")
-    _, version, _ = module.run_command([kubeadm, "version", "-o", "short"])
+    _rc, version, _err = module.run_command([kubeadm, "version", "-o", "short"])
     return f"kubeadm {version.strip()} (kubeadm config validate)"
 
 
