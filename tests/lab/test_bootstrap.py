@@ -57,7 +57,10 @@ def judged(lab) -> list[dict]:
 
 @pytest.mark.parametrize("version", ["v1.35.4", "v1.36.3", "v1.37.2"])
 def test_rendered_configuration_passes_what_a_hardened_node_passes(boot_lab, version):
-    done = bootstrap(boot_lab, version)
+    # The node's kubeadm (the lab's release) validates the file rendered for its own release; for the others the
+    # catalogue is the judge here (kubeadm 1.37 rightly refuses to deploy a 1.35 control plane).
+    validate = [] if version == installed_version(boot_lab) else ["-e", "control_plane_kubeadm_validate=false"]
+    done = bootstrap(boot_lab, version, *validate)
     assert done.returncode == 0, done.stdout[-3000:]
     documents = rendered(boot_lab)
     cluster = documents["ClusterConfiguration"]
@@ -69,7 +72,7 @@ def test_rendered_configuration_passes_what_a_hardened_node_passes(boot_lab, ver
     decided = {r["id"] for r in results if r["status"] == "pass"}
     assert {"1.2.15", "1.2.16", "1.2.27", "1.2.29", "1.3.2", "1.4.1", "2.2", "4.2.4", "4.2.14", "KH-K8S-2",
             "KH-K8S-3"} <= decided
-    again = bootstrap(boot_lab, version)
+    again = bootstrap(boot_lab, version, *validate)
     assert again.returncode == 0 and "changed=0" in again.stdout.split("PLAY RECAP")[-1], again.stdout[-2000:]
 
 
