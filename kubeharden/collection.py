@@ -86,6 +86,31 @@ def rewrite_python(text: str) -> str:
     return re.sub(r"^(\s*)(kubeharden_\w+):$", rf"\1{FQCN}.\2:", text, flags=re.MULTILINE)  # EXAMPLES tasks
 
 
+def move_role_filters(collection: Path) -> None:
+    """Filters a role carries (roles/X/filter_plugins) are not loaded from a collection's roles: they become the
+    collection's own (plugins/filter), and the roles and playbooks name them by their full names."""
+    names = []
+    (collection / "plugins" / "filter").mkdir(parents=True)
+    for plugin_dir in sorted(collection.glob("roles/*/filter_plugins")):
+        for path in sorted(plugin_dir.glob("*.py")):
+            text = path.read_text()
+            names += re.findall(r'"(\w+)":\s*\w+', text.split("def filters", 1)[-1])
+            (collection / "plugins" / "filter" / path.name).write_text(text)
+        shutil.rmtree(plugin_dir)
+    if not names:
+        return
+    used = re.compile(r"\|\s*(" + "|".join(map(re.escape, names)) + r")\b")
+    for pattern in ("roles/**/*.yml", "roles/**/*.j2", "playbooks/**/*.yml"):
+        rewrite_filters(collection.glob(pattern), used)
+
+
+def rewrite_filters(paths, used: re.Pattern) -> None:
+    for path in paths:
+        text = path.read_text()
+        if used.search(text):
+            path.write_text(used.sub(lambda m: f"| {FQCN}.{m.group(1)}", text))
+
+
 def ansible_cfg(source: Path) -> str:
     """The repository's ansible.cfg without the settings that point at its own directories."""
     lines = [line for line in (source / "ansible.cfg").read_text().splitlines()
@@ -103,6 +128,7 @@ def write(source: Path, target: Path) -> Path:
         collection.mkdir(parents=True)
         for name in COPIED:
             shutil.copytree(source / name, collection / name, ignore=IGNORED)
+        move_role_filters(collection)
         for name, plugin_type in PLUGINS.items():
             destination = collection / "plugins" / plugin_type
             destination.mkdir(parents=True)

@@ -102,3 +102,12 @@ def test_ansible_test_sanity_passes(tmp_path):
                            "--requirements"], capture_output=True, text=True, cwd=tree, check=False)
     errors = [line for line in done.stdout.splitlines() + done.stderr.splitlines() if line.startswith("ERROR")]
     assert done.returncode == 0, "\n".join(errors) or done.stderr[-3000:]
+
+
+def test_a_roles_filter_is_the_collections_own(installed):
+    """roles/firewall/filter_plugins is not loaded from a collection's role: it moves to plugins/filter."""
+    done = subprocess.run(["ansible", "localhost", "-c", "local", "-m", "ansible.builtin.debug", "-a",
+                           "msg={{ ['localhost'] | kubeharden.hardening.node_addresses(hostvars) }}",
+                           "-e", f"ansible_python_interpreter={sys.executable}"],
+                          capture_output=True, text=True, env=installed, check=False)
+    assert done.returncode == 0 and "localhost" in done.stdout, done.stdout + done.stderr
