@@ -42,11 +42,6 @@ DEFAULT_CERT_DAYS = 365  # kubeadm's leaf validity  # what the kubeadm, kubelet 
 LAB_KUBELET = {
     # The host runs cgroup v1, which the kubelet refuses from 1.35 unless told.
     "failCgroupV1": False,
-    # Several labs share two cores: a static pod that crashed while its etcd restarted (a certificate renewal,
-    # etcd moved to its own user) waits out the kubelet's back-off, up to 5 min by default, before it runs again.
-    # 20 s keeps the restart gate's wait about the component, not the back-off (KubeletCrashLoopBackOffMax, beta
-    # and on in 1.35-1.37).
-    "crashLoopBackOff": {"maxContainerRestartPeriod": "20s"},
 }
 
 # Preflight checks a container on this host cannot pass, each with the reason; every other check must pass.

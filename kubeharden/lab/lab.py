@@ -43,7 +43,10 @@ RUN_OPTIONS = [
 KUBERNETES_NODE_OPTIONS = ["--cgroupns=private", "--entrypoint", "/usr/local/lib/kubeharden-lab/init", "-t",
                            "-v", "/var/lib/containerd"]
 
-LAB_HEALTH_TIMEOUT = 420
+# Several labs share two cores. Restarting a stacked etcd stalls its node's kubelet (its calls to the local
+# apiserver time out until etcd is back; measured over 2 min with two labs running), and a component that
+# crashed meanwhile then sits in the kubelet's crash-loop back-off (up to 5 min) before it runs again.
+LAB_HEALTH_TIMEOUT = 600
 
 
 def kubernetes_group_vars(release: kubernetes.Release) -> str:
@@ -53,8 +56,6 @@ def kubernetes_group_vars(release: kubernetes.Release) -> str:
              "control_plane_kubeadm_ignore_preflight_errors": sorted(cluster.IGNORED_PREFLIGHT),
              "control_plane_kubeadm_skip_phases": list(cluster.SKIPPED_PHASES),
              "control_plane_kubeadm_pod_subnet": cluster.POD_SUBNET,
-             # Several labs share two cores: a restarted component that lost its leader lease under load sits
-             # in the kubelet's crash-loop back-off for minutes before it runs again.
              "control_plane_health_timeout": LAB_HEALTH_TIMEOUT}
     return ("---\n# Written by `kubeharden lab up`; removed by `down`. What kubeadm needs on these containers, for\n"
             "# playbooks/bootstrap.yml (kubeharden/lab/cluster.py says why each is needed).\n"
