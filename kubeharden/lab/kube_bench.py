@@ -101,3 +101,24 @@ def ensure(log=print) -> KubeBench:
         shutil.rmtree(work, ignore_errors=True)
     log(f"Built kube-bench {VERSION} in {time.monotonic() - started:.0f} s")
     return found
+
+
+NODE_DIR = "/opt/kube-bench"
+# kube-bench's targets for each kind of lab node.
+TARGETS = {"control-plane": "master,controlplane,etcd,node,policies", "worker": "node"}
+
+
+def run_on_node(container: str, role: str, log=print) -> dict[str, str]:
+    """kube-bench's verdict per control ID (PASS, FAIL, WARN, INFO) on a lab node, with its own cfg/."""
+    from kubeharden.lab import docker
+
+    built = ensure(log=log)
+    docker.exec_(container, "mkdir", "-p", f"{NODE_DIR}/bin")
+    docker.run("cp", str(built.binary), f"{container}:{NODE_DIR}/bin/kube-bench")
+    docker.run("cp", str(built.config_dir), f"{container}:{NODE_DIR}")
+    done = docker.exec_(container, f"{NODE_DIR}/bin/kube-bench", "run", "--targets", TARGETS[role], "--benchmark",
+                        BENCHMARK, "--config-dir", f"{NODE_DIR}/cfg", "--json")
+    if done.returncode != 0 or not done.stdout.startswith("{"):
+        raise LabError(f"kube-bench failed on {container}: {done.stderr[-2000:]}")
+    return {result["test_number"]: result["status"] for control in json.loads(done.stdout)["Controls"]
+            for test in control["tests"] for result in test["results"]}

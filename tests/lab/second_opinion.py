@@ -11,26 +11,15 @@ import json
 import re
 import subprocess
 
-from kubeharden.lab import docker, kube_bench
+from kubeharden.lab import kube_bench
 from tests.conftest import ROOT
 
 DOC = ROOT / "docs/kube-bench.md"
-NODE_DIR = "/opt/kube-bench"
-TARGETS = {"control-plane": "master,controlplane,etcd,node,policies", "worker": "node"}
 
 
 def kube_bench_statuses(lab, node: str, role: str) -> dict[str, str]:
     """kube-bench's verdict per control ID on the node (PASS, FAIL, WARN, INFO), with its own cfg/."""
-    built = kube_bench.ensure(log=lambda line: None)
-    container = lab.container(node)
-    docker.exec_(container, "mkdir", "-p", f"{NODE_DIR}/bin")
-    for source, target in ((built.binary, f"{NODE_DIR}/bin/kube-bench"), (built.config_dir, NODE_DIR)):
-        docker.run("cp", str(source), f"{container}:{target}")
-    done = docker.exec_(container, f"{NODE_DIR}/bin/kube-bench", "run", "--targets", TARGETS[role], "--benchmark",
-                        kube_bench.BENCHMARK, "--config-dir", f"{NODE_DIR}/cfg", "--json")
-    assert done.returncode == 0 and done.stdout.startswith("{"), done.stderr[-2000:]
-    return {result["test_number"]: result["status"] for control in json.loads(done.stdout)["Controls"]
-            for test in control["tests"] for result in test["results"]}
+    return kube_bench.run_on_node(lab.container(node), role, log=lambda line: None)
 
 
 def kubeharden_statuses(lab) -> dict[str, dict[str, str]]:
