@@ -101,9 +101,10 @@ def run_drift(inventory: str, limit: str | None = None, state: Path | None = Non
     drifted = report.drifted()
     if not remediate or not drifted:
         return report
-    tags = sorted({tag for node, ids in drifted.items() for cid in ids
-                   for tag in report.audit.controls[cid]["remediation"]["tags"]
-                   if any(tag in change["tags"] for change in report.nodes[node]["pending"])})
+    # Every step of a drifted control's fix: a restored setting may need a follow-up its check mode cannot
+    # predict (4.2.9: serverTLSBootstrap back on, then the new serving certificate request approved).
+    tags = sorted({tag for ids in drifted.values() for cid in ids
+                   for tag in report.audit.controls[cid]["remediation"]["tags"]})
     run = run_playbook(HARDENING_PLAYBOOK, inventory, run_id=f"{report.run_id}-remediate",
                        artifacts_dir=state / "artifacts", limit=",".join(sorted(drifted)), tags=tags,
                        progress=Progress("remediate", enabled=progress))

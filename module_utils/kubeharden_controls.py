@@ -297,6 +297,33 @@ def read_kubelet(check: dict, state: Node) -> Observation:
     return Observation(None, f"--{flag} not set ({kubelet['flag_source']})")
 
 
+def read_kubelet_serving(check: dict, state: Node) -> Observation:
+    """Who signed the certificate the kubelet serves (4.2.9): "cluster-ca" when `check["ca"]` verifies it.
+
+    The kubelet serves --tls-cert-file/tlsCertFile when set; else, with serverTLSBootstrap, the certificate the
+    cluster CA issued for its request (kubelet-server-current.pem, none while the request is pending); else one
+    it signed itself (kubelet.crt), which no CA verifies."""
+    kubelet = state.kubelet
+    config, flags = kubelet["config"] or {}, kubelet["flags"]
+    cert_dir = flags.get("cert-dir", pki.KUBELET_PKI_DIR)
+    bootstrap = flags.get("rotate-server-certificates", node.dig(config, "serverTLSBootstrap"))
+    if flags.get("tls-cert-file") or node.dig(config, "tlsCertFile"):
+        path, how = flags.get("tls-cert-file") or node.dig(config, "tlsCertFile"), "tlsCertFile"
+    elif str(bootstrap).lower() == "true":
+        path, how = os.path.join(cert_dir, "kubelet-server-current.pem"), "serverTLSBootstrap"
+    else:
+        path, how = os.path.join(cert_dir, "kubelet.crt"), "signed by the kubelet itself"
+    if not os.path.exists(path):
+        return Observation("none", f"{path} does not exist ({how}; its certificate request may be pending)")
+    blocks = [block for label, block in pki.pem_blocks(node.read_text(path)) if label == "CERTIFICATE"]
+    if not blocks:
+        return Observation("none", f"{path} holds no certificate ({how})")
+    result = pki.openssl(["verify", "-CAfile", check["ca"]], stdin=blocks[0])
+    if result.returncode == 0:
+        return Observation("cluster-ca", f"{path} ({how}) verified by {check['ca']}")
+    return Observation("not-cluster-ca", f"{path} ({how}) not verified by {check['ca']}")
+
+
 def read_sysctl(check: dict, state: Node) -> Observation:
     """Persisted and live value; judged on both, or on the persisted one where /proc/sys is read-only."""
     key = check["key"]
@@ -560,6 +587,7 @@ def read_certificates(check: dict, state: Node) -> Observation:
 
 READERS = {
     "file": read_file, "flag": read_flag, "kubelet": read_kubelet, "sysctl": read_sysctl, "module": read_module,
+    "kubelet_serving": read_kubelet_serving,
     "sshd": read_sshd, "line": read_line, "package": read_package, "service": read_service, "mount": read_mount,
     "swap": read_swap, "audit_rule": read_audit_rule, "encryption_provider": read_encryption_provider,
     "pod_security": read_pod_security, "anonymous_auth": read_anonymous_auth, "same_file": read_same_file,

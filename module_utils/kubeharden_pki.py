@@ -241,6 +241,56 @@ def _read_extension(cert: Certificate, oid: str, value: bytes) -> str | None:
     return None
 
 
+EXTENSION_REQUEST = "1.2.840.113549.1.9.14"  # PKCS#9 extensionRequest: the extensions a CSR asks for
+
+
+@dataclass
+class CertificateRequest:
+    """What a PKCS#10 request asks for. Its signature is the API server's to check (it refuses a bad one)."""
+
+    subject: list[tuple[str, str]]
+    sans: list[str] = field(default_factory=list)
+    key_usage: list[str] = field(default_factory=list)
+    extended_key_usage: list[str] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)  # every requested extension, by name or OID
+    is_ca: bool = False
+
+
+def parse_request(der: bytes) -> CertificateRequest:
+    """The subject and requested extensions of a DER certificate request; ValueError when it is not one."""
+    try:
+        tag, body, _end = _read_tlv(der, 0)
+        info_tag, info, _end = _read_tlv(body, 0)
+        if tag != 0x30 or info_tag != 0x30:
+            raise ValueError("not a DER SEQUENCE")
+        fields = _children(info)
+        _version, subject, _spki = fields[:3]
+        request = CertificateRequest(subject=_name(subject[1]))
+        for attributes_tag, attributes, _der in fields[3:]:
+            if attributes_tag != 0xA0:
+                continue
+            for _tag, attribute, _der in _children(attributes):
+                oid, values = _children(attribute)[:2]
+                if _oid(oid[1]) != EXTENSION_REQUEST:
+                    continue
+                for _tag, extensions, _der in _children(values[1]):
+                    for _tag, extension, _der in _children(extensions):
+                        parts = _children(extension)
+                        extension_oid = _oid(parts[0][1])
+                        # Certificate and request extensions share one reader; copy what it found.
+                        holder = Certificate([], [], b"", b"", dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC), 0,
+                                             "", "", 0, None, b"")
+                        name = _read_extension(holder, extension_oid, parts[-1][1])
+                        request.extensions.append(name or extension_oid)
+                        request.sans += holder.sans
+                        request.key_usage += holder.key_usage
+                        request.extended_key_usage += holder.extended_key_usage
+                        request.is_ca = request.is_ca or holder.is_ca
+        return request
+    except (IndexError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"not a certificate request ({exc})") from None
+
+
 PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\s+(.*?)-----END \1-----", re.DOTALL)
 
 

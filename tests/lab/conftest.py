@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -42,6 +43,43 @@ def assert_anonymous_health_only(lab, node: str) -> None:
         {"/readyz": 200, "/livez": 200, "/healthz": 200}
     assert {path: anonymous_status(lab, node, path) for path in ("/api", "/api/v1/namespaces", "/version")} == \
         {"/api": 401, "/api/v1/namespaces": 401, "/version": 401}
+
+
+PROBE_POD = """apiVersion: v1
+kind: Pod
+metadata: {name: kubeharden-probe, namespace: kube-system}
+spec:
+  containers: [{name: pause, image: "%s", imagePullPolicy: Never}]
+"""
+
+
+def _kubectl(lab, *args: str) -> subprocess.CompletedProcess:
+    return docker.exec_(lab.container("cp1"), "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf",
+                        "--request-timeout=10s", *args, check=False)
+
+
+def assert_kubelets_verified(lab, timeout: float = 120) -> None:
+    """1.2.5 on the real apiserver, after site.yml: it verifies every kubelet against the cluster CA, and still
+    reaches each one - `kubectl logs` of a static pod on every node (workers get a pause pod for it) and the
+    node proxy both answer."""
+    manifest = docker.exec_(lab.container("cp1"), "cat", "/etc/kubernetes/manifests/kube-apiserver.yaml").stdout
+    assert "--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt" in manifest
+    pods = {}
+    for node in lab.state().nodes:
+        if node.role == "control-plane":
+            pods[node.name] = f"kube-apiserver-{node.name}"
+            continue
+        pause = docker.exec_(node.container, "sh", "-c", "ctr -n k8s.io images ls -q | grep /pause:").stdout.split()[0]
+        docker.exec_(node.container, "sh", "-c", "mkdir -p /etc/kubernetes/manifests && cat > "
+                     f"/etc/kubernetes/manifests/kubeharden-probe.yaml <<'EOF'\n{PROBE_POD % pause}EOF")
+        pods[node.name] = f"kubeharden-probe-{node.name}"
+    deadline = time.monotonic() + timeout  # the kubelet scans a new static pod directory every 20 s
+    for node, pod in pods.items():
+        while (logs := _kubectl(lab, "-n", "kube-system", "logs", pod, "--tail=1")).returncode != 0:
+            assert time.monotonic() < deadline, (node, logs.stderr)
+            time.sleep(3)
+        proxied = _kubectl(lab, "get", "--raw", f"/api/v1/nodes/{node}/proxy/healthz")
+        assert proxied.stdout.strip() == "ok", (node, proxied.stderr)
 
 
 def _lab(tmp_path_factory, name: str, topology: Topology):

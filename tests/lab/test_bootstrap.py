@@ -15,11 +15,9 @@ from kubeharden.lab import cluster as lab_cluster
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology
 from tests.conftest import ROOT
-from tests.lab.conftest import _lab, playbook
+from tests.lab.conftest import _lab, assert_kubelets_verified, playbook
 
 CONFIG = "/etc/kubernetes/kubeadm-config.yaml"
-# What a lab node hardened by site.yml still fails (docs/exceptions.md; the default molecule scenario asserts it).
-EXCEPTIONS = {"1.2.5"}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +66,7 @@ def test_rendered_configuration_passes_what_a_hardened_node_passes(boot_lab, ver
     assert documents["KubeProxyConfiguration"]["metricsBindAddress"] == "127.0.0.1:10249"  # 4.3.1
     results = judged(boot_lab)
     failing = {r["id"] for r in results if r["status"] in ("fail", "error")}
-    assert failing == EXCEPTIONS, [r for r in results if r["id"] in failing]
+    assert failing == set(), [r for r in results if r["id"] in failing]
     decided = {r["id"] for r in results if r["status"] == "pass"}
     assert {"1.2.15", "1.2.16", "1.2.27", "1.2.29", "1.3.2", "1.4.1", "2.2", "4.2.4", "4.2.14", "KH-K8S-2",
             "KH-K8S-3"} <= decided
@@ -129,8 +127,13 @@ def test_kubeadm_init_and_join_with_the_rendered_configuration_bring_up_a_harden
     lab_cluster.wait_ready(boot_lab.cluster_nodes(boot_lab.state()))
     manifest = docker.exec_(cp1, "cat", "/etc/kubernetes/manifests/kube-apiserver.yaml").stdout
     assert "--profiling=false" in manifest and "--encryption-provider-config=" in manifest
+    assert "--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt" in manifest
+    # Born verifying kubelets (1.2.5): their serving certificates wait for the approval kubelet.yml makes.
+    approved = playbook(boot_lab, "kubelet.yml", "--tags", "kubelet_serving")
+    assert approved.returncode == 0 and "changed=1" in approved.stdout.split("PLAY RECAP")[-1], approved.stdout[-3000:]
+    assert_kubelets_verified(boot_lab)
     report = subprocess.run(["kubeharden", "audit", "-i", str(boot_lab.inventory_path), "--format", "json",
                              "--controls", "1.2,1.3,1.4,4.2"], capture_output=True, text=True)
     results = json.loads(report.stdout)["nodes"]
     failing = {r["id"] for node in results.values() for r in node["results"] if r["status"] in ("fail", "error")}
-    assert failing == EXCEPTIONS, failing
+    assert failing == set(), failing

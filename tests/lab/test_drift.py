@@ -1,4 +1,4 @@
-"""`kubeharden drift` on a hardened lab: six changes made by hand are named, restored by --remediate, and gone.
+"""`kubeharden drift` on a hardened lab: seven changes made by hand are named, restored by --remediate, and gone.
 
 One lab (cp1 + w1) hardened by site.yml; every step reads the nodes themselves, not only the report."""
 
@@ -12,17 +12,19 @@ import pytest
 from kubeharden.drift import EXIT_CLEAN
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology
-from tests.lab.conftest import _lab, assert_anonymous_health_only, playbook
+from tests.lab.conftest import _lab, assert_anonymous_health_only, assert_kubelets_verified, playbook
 from tests.lab.second_opinion import assert_second_opinion
 
 pytestmark = pytest.mark.lab
 
 # 4.2.4 is Manual in the benchmark, but site.yml closes the kubelet's unauthenticated port by default: enforced.
-HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "KH-FW-2"}, "w1": {"4.2.1", "4.2.4", "KH-OS-1.13"}}
+# 4.2.9: w1's kubelet back to a serving certificate it signs itself, which the apiserver (1.2.5) refuses.
+HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "KH-FW-2"}, "w1": {"4.2.1", "4.2.4", "4.2.9", "KH-OS-1.13"}}
 # What restores each change, as the check-mode diff shows it.
 RESTORING_LINES = {"1.1.13": "+/etc/kubernetes/admin.conf 0600 root:root", "1.2.15": "+    - --profiling=false",
                    "KH-FW-2": "-\t\ttcp dport 31337 accept", "4.2.1": "+    enabled: false",
-                   "KH-OS-1.13": "+net.ipv4.conf.all.send_redirects = 0", "4.2.4": "+readOnlyPort: 0"}
+                   "KH-OS-1.13": "+net.ipv4.conf.all.send_redirects = 0", "4.2.4": "+readOnlyPort: 0",
+                   "4.2.9": "+serverTLSBootstrap: true"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,11 @@ def on(lab, node: str, command: str) -> str:
     return docker.exec_(lab.container(node), "sh", "-c", command).stdout
 
 
+def kubectl(lab, *args: str) -> subprocess.CompletedProcess:
+    return docker.exec_(lab.container("cp1"), "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf",
+                        "--request-timeout=10s", *args, check=False)
+
+
 def drifted(report: dict) -> dict[str, set[str]]:
     return {node: set(entry["drifted"]) for node, entry in report["nodes"].items() if entry["drifted"]}
 
@@ -57,6 +64,7 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     hardened = playbook(lab, "site.yml")
     assert hardened.returncode == 0, hardened.stdout[-3000:]
     assert_anonymous_health_only(lab, "cp1")  # 1.2.1 on the default release's real apiserver
+    assert_kubelets_verified(lab)  # 1.2.5: kubectl logs on every node through the verified kubelet
 
     code, baseline = drift(lab, state)
     assert code == EXIT_CLEAN, baseline
@@ -71,6 +79,10 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     on(lab, "cp1", "sed -i 's/--profiling=false/--profiling=true/' /etc/kubernetes/manifests/kube-apiserver.yaml")
     on(lab, "cp1", "chmod 644 /etc/kubernetes/admin.conf")
     on(lab, "cp1", "nft add rule inet kubeharden input tcp dport 31337 accept")
+    on(lab, "w1", "sed -i 's/^serverTLSBootstrap: true/serverTLSBootstrap: false/' /var/lib/kubelet/config.yaml && "
+                  "rm /var/lib/kubelet/pki/kubelet-server-* && systemctl restart kubelet")
+    refused = kubectl(lab, "get", "--raw", "/api/v1/nodes/w1/proxy/healthz")
+    assert refused.returncode != 0 and "x509" in refused.stderr, refused  # another CA's kubelet is refused
 
     # One command: the drift run (its report is `before`), the fix by tag, and the next drift run.
     textfiles = tmp_path / "textfile"
@@ -83,11 +95,10 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
         for cid in ids:
             diffs = "\n".join(change["diff"] for change in pending if cid in change["controls"])
             assert RESTORING_LINES[cid] in diffs.splitlines(), (cid, diffs)
-    # The apiserver's change also touches the area of controls that fail in the hardened state: not drift.
-    assert set(found["nodes"]["cp1"]["expected_failures"]) == {"1.2.5"}
+    assert all(not entry["expected_failures"] for entry in found["nodes"].values())
     assert {node: set(ids) for node, ids in fixed["remediation"]["fixed"].items()} == HAND_MADE
     assert set(fixed["remediation"]["tags"]) == {"control_plane_files", "control_plane_apiserver", "firewall",
-                                                 "kubelet_config", "node_os_sysctl"}
+                                                 "kubelet_config", "kubelet_serving", "node_os_sysctl"}
     # The check after remediation is the next drift run: clean, nothing pending.
     assert drifted(fixed) == {} and all(not entry["pending"] for entry in fixed["nodes"].values()), fixed["nodes"]
     metrics = (textfiles / "kubeharden.prom").read_text()
@@ -99,15 +110,47 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     assert "readOnlyPort: 0" in on(lab, "w1", "grep ^readOnlyPort: /var/lib/kubelet/config.yaml")
     # Persisted only: /proc/sys is read-only in a lab container (the audit judges the persisted value there).
     assert "net.ipv4.conf.all.send_redirects = 0" in on(lab, "w1", "cat /etc/sysctl.d/99-zz-kubeharden.conf")
+    assert kubectl(lab, "get", "--raw", "/api/v1/nodes/w1/proxy/healthz").stdout.strip() == "ok"
 
     report = subprocess.run(["kubeharden", "report", "--state-dir", str(state), "--html", str(tmp_path / "r.html")],
                             capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert "now passing: 1.1.13, 1.2.15, KH-FW-2" in report.stdout, report.stdout
-    assert "now passing: 4.2.1, 4.2.4, KH-OS-1.13" in report.stdout, report.stdout
+    assert "now passing: 4.2.1, 4.2.4, 4.2.9, KH-OS-1.13" in report.stdout, report.stdout
     page = (tmp_path / "r.html").read_text()
-    assert "<svg" in page and "cp1" in page and "1.2.5" in page  # trend drawn, accepted failures listed
+    assert "<svg" in page and "cp1" in page and "4.2.9" in page  # trend drawn, fixed controls listed
     assert len(list((state / "history").glob("*.json"))) == 3  # baseline, before and after remediation
+
+
+FOREIGN_REQUEST = """apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata: {name: kubeharden-foreign-san}
+spec:
+  signerName: kubernetes.io/kubelet-serving
+  usages: [digital signature, server auth]
+  request: REQUEST
+"""
+
+
+def test_a_serving_request_the_inventory_does_not_vouch_for_is_left_pending(drift_lab):
+    """w1's own credentials ask for a serving certificate that also names cp1's address (one to impersonate
+    cp1's kubelet with): the approval leaves it pending and says why, without -v."""
+    lab = drift_lab
+    cp1_address = next(n.ip for n in lab.state().nodes if n.name == "cp1")
+    on(lab, "w1", "cd /tmp && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout k.pem "
+                  f"-subj /O=system:nodes/CN=system:node:w1 -addext subjectAltName=DNS:w1,IP:{cp1_address} "
+                  "-out r.csr 2>/dev/null && "
+                  f"echo '{FOREIGN_REQUEST}' | sed \"s/REQUEST/$(base64 -w0 r.csr)/\" "
+                  "| kubectl --kubeconfig /etc/kubernetes/kubelet.conf create -f -")
+    try:
+        run = playbook(lab, "kubelet.yml", "--tags", "kubelet_serving", "--limit", "w1")
+        assert run.returncode == 0 and "changed=0" in run.stdout.split("PLAY RECAP")[-1], run.stdout[-3000:]
+        assert (f"kubelet-serving request kubeharden-foreign-san from system:node:w1 left pending: SAN "
+                f"IP:{cp1_address} is not one of w1's names or addresses") in " ".join(run.stderr.split()), run.stderr
+        status = kubectl(lab, "get", "csr", "kubeharden-foreign-san", "-o", "jsonpath={.status}").stdout
+        assert "Approved" not in status and "certificate" not in status, status
+    finally:
+        kubectl(lab, "delete", "csr", "kubeharden-foreign-san")
 
 
 def test_kube_bench_agrees_on_the_hardened_nodes(drift_lab):

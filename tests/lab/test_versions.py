@@ -13,13 +13,11 @@ import pytest
 
 from kubeharden.lab import cluster, kubernetes
 from kubeharden.lab.lab import Topology
-from tests.lab.conftest import _lab, assert_anonymous_health_only, playbook
+from tests.lab.conftest import _lab, assert_anonymous_health_only, assert_kubelets_verified, playbook
 
 pytestmark = pytest.mark.lab
 
 OLDER = [minor for minor in kubernetes.SUPPORTED_MINORS if minor != kubernetes.DEFAULT_MINOR]
-# docs/exceptions.md: the one CIS control of sections 1-4 left failing on purpose.
-EXPECTED_FAILURES = {"1.2.5"}
 STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
@@ -42,6 +40,7 @@ def test_site_yml_hardens_the_release_and_the_cluster_stays_healthy(version_lab)
     versions = {item["status"]["nodeInfo"]["kubeletVersion"] for item in nodes["items"]}
     assert versions == {version_lab.state().topology.kubernetes}
     assert_anonymous_health_only(version_lab, "cp1")  # 1.2.1 on the real apiserver
+    assert_kubelets_verified(version_lab)  # 1.2.5: kubectl logs on every node through the verified kubelet
 
     report = subprocess.run(["kubeharden", "audit", "-i", str(version_lab.inventory_path), "--format", "json",
                              "--controls", "1,2,4,KH-ETCD,KH-K8S,KH-PKI"], capture_output=True, text=True)
@@ -51,4 +50,4 @@ def test_site_yml_hardens_the_release_and_the_cluster_stays_healthy(version_lab)
     assert {node["kubernetes"] for node in results.values()} == {minor}
     assert all(node["benchmark"].startswith("CIS Kubernetes Benchmark v2.0.1") for node in results.values())
     failed = {r["id"] for node in results.values() for r in node["results"] if r["status"] in ("fail", "error")}
-    assert failed == EXPECTED_FAILURES, failed
+    assert failed == set(), failed

@@ -30,7 +30,7 @@ def promtool() -> str:
 
 
 def metrics() -> str:
-    """Real exporter output: cp1 with a drifted and an accepted failing control, two certificates."""
+    """Real exporter output: cp1 with a drifted control and two long-failing ones, two certificates."""
     controls = {c["id"]: c for c in catalogue.load() if c["id"] in ("1.2.15", "1.2.1", "4.2.1", "1.2.2")}
     results = [{"id": cid, "status": status, "expected": "", "evidence": "", "reason": ""}
                for cid, status in (("1.2.15", "fail"), ("1.2.1", "fail"), ("4.2.1", "fail"), ("1.2.2", "pass"))]
@@ -83,9 +83,11 @@ def test_promtool_accepts_the_rules_and_they_fire_on_real_metrics(tmp_path):
         {"eval_time": "5m", "alertname": "KubehardenControlDrifted",
          "exp_alerts": [{"exp_labels": {**node, "control": "1.2.15", "section": "1.2 API server",
                                         "severity": "warning"}}]},
-        # 1.2.1 fails too but is an accepted exception; 4.2.1 is not, and fires once it has failed for 6 hours.
+        # High-severity 1.2.1 and 4.2.1 fire once they have failed for 6 hours (no CIS control is an exception).
         {"eval_time": "5m", "alertname": "KubehardenHighSeverityControlFailing", "exp_alerts": []},
-        {"eval_time": "7h", "alertname": "KubehardenHighSeverityControlFailing", "exp_alerts": [{"exp_labels": high}]},
+        {"eval_time": "7h", "alertname": "KubehardenHighSeverityControlFailing",
+         "exp_alerts": [{"exp_labels": {**high, "control": "1.2.1", "section": "1.2 API server"}},
+                        {"exp_labels": high}]},
         {"eval_time": "5m", "alertname": "KubehardenCertificateExpiryCritical",
          "exp_alerts": [{"exp_labels": {**node, "certificate": "kubelet-client", "subject": "CN=system:node:cp1",
                                         "managed_by": "kubelet", "severity": "critical"}}]},

@@ -74,10 +74,10 @@ def test_a_manual_control_site_yml_fixes_by_default_is_enforced():
     """Derived from the remediation: what the roles set by default fails when off; the rest is the operator's."""
     enforced = {c["id"] for c in catalogue.load() if c["type"] == "manual" and c.get("required")}
     assert {"4.2.4", "4.2.5", "4.2.12", "4.2.13", "4.2.14", "1.2.1", "1.2.3", "1.2.9", "1.2.27", "1.2.28",
-            "1.2.29", "1.3.1", "1.1.20", "1.1.21", "4.1.7", "4.1.8", "2.7"} <= enforced
-    # Defaults that are off (always-pull, request timeout, serving-certificate bootstrap), nothing in the kubelet
-    # defaults for the key, no playbook task, no check: the operator's call.
-    assert not enforced & {"1.2.11", "1.2.20", "4.2.9", "4.2.7", "4.2.8", "4.3.1", "1.1.9"}
+            "1.2.29", "1.3.1", "1.1.20", "1.1.21", "4.1.7", "4.1.8", "2.7", "4.2.9"} <= enforced
+    # Defaults that are off (always-pull, request timeout), nothing in the kubelet defaults for the key, no
+    # playbook task, no check: the operator's call.
+    assert not enforced & {"1.2.11", "1.2.20", "4.2.7", "4.2.8", "4.3.1", "1.1.9"}
 
 
 def test_enforcement_follows_the_role_default():
@@ -86,6 +86,10 @@ def test_enforcement_follows_the_role_default():
     assert catalogue.enforced_by_default(control, roles)
     without = {**roles, "kubelet": {**roles["kubelet"], "kubelet_config": {"podPidsLimit": 4096}}}
     assert not catalogue.enforced_by_default(control, without)
+    serving = next(c for c in catalogue.load() if c["id"] == "4.2.9")  # a bool default: on or off
+    assert catalogue.enforced_by_default(serving, roles)
+    off = {**roles, "kubelet": {**roles["kubelet"], "kubelet_server_tls_bootstrap": False}}
+    assert not catalogue.enforced_by_default(serving, off)
     assert not catalogue.enforced_by_default({**control, "remediation": {**control["remediation"], "tags": []}},
                                              roles)
 

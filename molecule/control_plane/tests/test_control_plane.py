@@ -12,9 +12,8 @@ import kubeharden_manifest
 from lab_audit import audit_statuses
 
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
-# Left failing on purpose, each with its reason in docs/exceptions.md; 1.2.27 and 1.2.28 because this scenario
-# runs the control_plane role without the etcd role that writes the encryption configuration.
-EXCEPTIONS = {"1.2.5", "1.2.27", "1.2.28"}
+# This scenario runs the control_plane role without the etcd role that writes the encryption configuration.
+EXCEPTIONS = {"1.2.27", "1.2.28"}
 
 
 def manifest(host, component):
