@@ -82,7 +82,7 @@ def rewrite_python(text: str) -> str:
     text = text.replace("from ansible.module_utils import kubeharden_",
                         f"from {MODULE_UTILS_PACKAGE} import kubeharden_")
     text = text.replace("ansible.module_utils.kubeharden_", f"{MODULE_UTILS_PACKAGE}.kubeharden_")
-    text = re.sub(r"^(  - )(kubeharden_backup)\b", rf"\1{FQCN}.\2", text, flags=re.MULTILINE)
+    text = re.sub(r"^(  - )(kubeharden_(?:backup|kubectl))\b", rf"\1{FQCN}.\2", text, flags=re.MULTILINE)
     return re.sub(r"^(\s*)(kubeharden_\w+):$", rf"\1{FQCN}.\2:", text, flags=re.MULTILINE)  # EXAMPLES tasks
 
 

@@ -324,6 +324,26 @@ def read_kubelet_serving(check: dict, state: Node) -> Observation:
     return Observation("not-cluster-ca", f"{path} ({how}) not verified by {check['ca']}")
 
 
+def read_process_user(check: dict, state: Node) -> Observation:
+    """The user a daemon runs as (its real uid), whichever way it is started (static pod or service)."""
+    import pwd
+
+    running = node.find_processes(check["process"])
+    if not running:
+        raise node.ReadError(f"no {check['process']} process runs")
+    users = []
+    for pid, _argv in running:
+        uid = int(next(line.split()[1] for line in node.read_text(f"/proc/{pid}/status").splitlines()
+                       if line.startswith("Uid:")))
+        try:
+            users.append(pwd.getpwuid(uid).pw_name)
+        except KeyError:
+            users.append(str(uid))
+    value = "root" if "root" in users else users[0]
+    return Observation(value, f"{check['process']} (pid {', '.join(str(p) for p, _a in running)}) runs as "
+                              f"{', '.join(users)}")
+
+
 def read_sysctl(check: dict, state: Node) -> Observation:
     """Persisted and live value; judged on both, or on the persisted one where /proc/sys is read-only."""
     key = check["key"]
@@ -587,7 +607,7 @@ def read_certificates(check: dict, state: Node) -> Observation:
 
 READERS = {
     "file": read_file, "flag": read_flag, "kubelet": read_kubelet, "sysctl": read_sysctl, "module": read_module,
-    "kubelet_serving": read_kubelet_serving,
+    "kubelet_serving": read_kubelet_serving, "process_user": read_process_user,
     "sshd": read_sshd, "line": read_line, "package": read_package, "service": read_service, "mount": read_mount,
     "swap": read_swap, "audit_rule": read_audit_rule, "encryption_provider": read_encryption_provider,
     "pod_security": read_pod_security, "anonymous_auth": read_anonymous_auth, "same_file": read_same_file,

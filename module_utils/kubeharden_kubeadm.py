@@ -63,7 +63,7 @@ KUBELET_DEFAULTS = {
 }
 # Plain (not pointer) fields of the kubelet's Go struct: kubeadm leaves them out of config.yaml when zero, which
 # the kubelet reads as zero again (readOnlyPort 0: the unauthenticated port off).
-KUBELET_OMITTED_WHEN_ZERO = ("readOnlyPort",)
+KUBELET_OMITTED_WHEN_ZERO = ("readOnlyPort", "protectKernelDefaults", "serverTLSBootstrap")
 # The kubelet's command line on a kubeadm node (10-kubeadm.conf drop-in and kubeadm-flags.env).
 KUBELET_FLAGS = {"bootstrap-kubeconfig": "/etc/kubernetes/bootstrap-kubelet.conf",
                  "kubeconfig": "/etc/kubernetes/kubelet.conf", "config": "/var/lib/kubelet/config.yaml",
@@ -320,3 +320,103 @@ def effective(documents: list[dict]) -> dict:
     return {"api_version": api, "kubernetes_version": configuration["kubernetesVersion"], "flags": flags,
             "kubelet": kubelet,
             "volumes": {c: (configuration.get(SECTIONS[c]) or {}).get("extraVolumes") or [] for c in COMPONENTS}}
+
+
+# -- the cluster's own kubeadm configuration (kube-system/kubeadm-config and kubelet-config) ------------------
+
+def _leaves(mapping: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted path -> value of every leaf of a nested mapping."""
+    found: dict[str, object] = {}
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            found.update(_leaves(value, path + "."))
+        else:
+            found[path] = value
+    return found
+
+
+def _section(configuration: dict, component: str) -> dict | None:
+    """The part of a ClusterConfiguration a component's extraArgs live in; None for an external etcd."""
+    if component != "etcd":
+        return configuration.setdefault(SECTIONS[component], {})
+    etcd = configuration.setdefault("etcd", {})
+    return None if "external" in etcd else etcd.setdefault("local", {})
+
+
+def harden_cluster_configuration(configuration: dict, hardening: dict, volumes: dict,
+                                 managed: dict) -> tuple[dict, dict[str, list[str]]]:
+    """The ClusterConfiguration kubeadm keeps in the cluster, carrying kubeharden's flags as extraArgs and their
+    files as extraVolumes, so that `kubeadm upgrade` writes hardened manifests by itself.
+
+    `hardening`: component -> flag -> value (None: the flag must be absent), for the components the caller owns
+    (the etcd role passes etcd only); `volumes`: component -> explicit volumes; `managed`: component -> the flags
+    kubeharden wrote there before. Every other extraArg is the operator's and is kept; one that contradicts a
+    hardening flag raises ConfigError naming it. A flag kubeharden wrote before and no longer sets is removed.
+    Returns the new configuration and what kubeharden now manages, for every component."""
+    api = configuration.get("apiVersion")
+    if api != V1BETA4:
+        raise ConfigError(f"the cluster's ClusterConfiguration is {api!r}, not {V1BETA4}")
+    result = copy.deepcopy(configuration)
+    now_managed = {component: list(names) for component, names in (managed or {}).items()}
+    for component in COMPONENTS:
+        if component not in (hardening or {}):
+            continue
+        flags = hardening[component] or {}
+        section = _section(result, component)
+        if section is None:
+            continue
+        args = from_extra_args(section.get("extraArgs"), f"{SECTIONS[component]}")
+        owned = set((managed or {}).get(component) or [])
+        for name, value in sorted(flags.items()):
+            if name in args and name not in owned and (value is None or args[name] != str(value)):
+                wanted = "removal of the flag" if value is None else f"--{name}={value}"
+                raise ConfigError(f"kube-system/kubeadm-config: {SECTIONS[component]}.extraArgs sets --{name}="
+                                  f"{args[name]}, which contradicts kubeharden's {wanted}: change the hardening "
+                                  "variable, or remove the extra argument from the ConfigMap")
+        for name in owned - {n for n, v in flags.items() if v is not None}:
+            args.pop(name, None)
+        for name, value in flags.items():
+            if value is None:
+                args.pop(name, None)
+            else:
+                args[name] = str(value)
+        now_managed[component] = sorted(n for n, v in flags.items() if v is not None)
+        if args:
+            section["extraArgs"] = to_extra_args(args)
+        else:
+            section.pop("extraArgs", None)
+        if component == "etcd":
+            continue
+        present = list(section.get("extraVolumes") or [])
+        wanted = [_volume(v, component) for v in (volumes or {}).get(component) or []]
+        wanted += flag_volumes(component, args, [v["hostPath"] for v in wanted + present])
+        paths = {v.get("hostPath") for v in present}
+        present += [v for v in wanted if v["hostPath"] not in paths]
+        if present:
+            section["extraVolumes"] = present
+    for component in COMPONENTS:  # leave no empty section behind
+        key = SECTIONS[component]
+        if result.get(key) == {} or (key == "etcd" and result.get("etcd") == {"local": {}}):
+            result.pop(key)
+    return result, now_managed
+
+
+def harden_kubelet_configuration(current: dict, settings: dict, managed: list[str]) -> tuple[dict, list[str]]:
+    """The KubeletConfiguration kubeadm keeps in kube-system/kubelet-config, with kubeharden's settings merged in,
+    so that `kubeadm upgrade node` and `kubeadm join` write a hardened config.yaml.
+
+    A setting already there with another value is the operator's unless kubeharden wrote it (`managed`, dotted
+    paths) or it is kubeadm's own default: then it raises ConfigError naming it."""
+    wanted = _leaves(settings or {})
+    present = _leaves(current or {})
+    defaults = _leaves(KUBELET_DEFAULTS)
+    for path, value in sorted(wanted.items()):
+        kubeadms_default = path in defaults and present.get(path) == defaults[path]
+        if path in present and present[path] != value and path not in managed and not kubeadms_default:
+            raise ConfigError(f"kube-system/kubelet-config sets {path}: {present[path]!r}, which contradicts "
+                              f"kubeharden's {value!r}: change the kubelet role's variable, or the ConfigMap")
+    # kubeadm leaves a plain field out when zero, as it re-uploads this ConfigMap at each upgrade: already right.
+    carried = {key: value for key, value in (settings or {}).items()
+               if not (key in KUBELET_OMITTED_WHEN_ZERO and value in (0, False) and key not in (current or {}))}
+    return deep_merge(current or {}, carried), sorted(wanted)

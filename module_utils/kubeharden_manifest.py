@@ -206,8 +206,9 @@ def ensure_mounts(pod, command: list[str], explicit: list[dict]) -> list[str]:
             mount["readOnly"] = True
         container.setdefault("volumeMounts", []).append(mount)
         added.append(path)
-    spec["volumes"] = sorted(spec.get("volumes") or [], key=lambda v: v["name"])
-    container["volumeMounts"] = sorted(container.get("volumeMounts") or [], key=lambda m: m["mountPath"])
+    if added:  # only then: the order kubeadm wrote (it sorts its own way at each upgrade) is not a change
+        spec["volumes"] = sorted(spec.get("volumes") or [], key=lambda v: v["name"])
+        container["volumeMounts"] = sorted(container.get("volumeMounts") or [], key=lambda m: m["mountPath"])
     return added
 
 

@@ -66,6 +66,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup
+from ansible.module_utils.kubeharden_kubeadm import KUBELET_OMITTED_WHEN_ZERO
 from ansible.module_utils.kubeharden_node import (
     NotApplicable,
     ReadError,
@@ -137,16 +138,20 @@ def main() -> None:
     if not params["dropin_name"].endswith(".conf") or "/" in params["dropin_name"]:
         module.fail_json(msg="dropin_name must be a file name ending in .conf (the kubelet reads only those)")
 
-    load_mapping(module, config_path)  # validates the main file even when a drop-in is written
+    main_config = load_mapping(module, config_path)  # validates the main file even when a drop-in is written
     target = os.path.join(config_dir, params["dropin_name"]) if config_dir else config_path
     before = load_mapping(module, target) if os.path.exists(target) else {}
-    after = deep_merge(before or dict(HEADER), params["settings"])
+    # A plain field left out reads as zero (kubeadm writes it so, at init and at each upgrade): already right.
+    settings = {key: value for key, value in params["settings"].items()
+                if not (key in KUBELET_OMITTED_WHEN_ZERO and value in (0, False)
+                        and key not in before and key not in main_config)}
+    after = deep_merge(before or dict(HEADER), settings)
     if config_dir:
         later = [p for p in sorted(glob.glob(os.path.join(config_dir, "*.conf"))) if os.path.basename(p) >
                  params["dropin_name"]]
         for path in later:
             overlay = load_mapping(module, path)
-            overridden = [key for key in leaf_paths(params["settings"]) if dig(overlay, key) is not None]
+            overridden = [key for key in leaf_paths(settings) if dig(overlay, key) is not None]
             if overridden:
                 module.fail_json(msg=f"{path} sorts after {params['dropin_name']} and overrides "
                                      f"{', '.join(overridden)}: rename one of them; nothing written")

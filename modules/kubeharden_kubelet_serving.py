@@ -34,14 +34,6 @@ options:
     type: list
     elements: str
     default: []
-  kubeconfig:
-    description: A kubeconfig allowed to list Nodes and CSRs and to approve CSRs.
-    type: path
-    default: /etc/kubernetes/admin.conf
-  kubectl:
-    description: The kubectl command.
-    type: str
-    default: kubectl
   ca_file:
     description: The CA the API server verifies kubelets against (the cluster CA that signs kubelet-serving CSRs).
     type: path
@@ -60,6 +52,8 @@ options:
         nodes and any request left pending with its reason. False reports them only.
     type: bool
     default: true
+extends_documentation_fragment:
+  - kubeharden_kubectl
 author:
   - kubeharden project (@kubeharden)
 """
@@ -105,10 +99,10 @@ unverified:
   elements: str
 """
 
-import json
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kubeharden_kubectl import KUBECTL_OPTIONS, Kubectl
 from ansible.module_utils.kubeharden_kubelet_serving import (
     SIGNER,
     is_pending,
@@ -121,26 +115,12 @@ from ansible.module_utils.kubeharden_kubelet_serving import (
 POLL_SECONDS = 2
 
 
-class Cluster:
-    def __init__(self, module: AnsibleModule):
-        self.module = module
-        self.base = [module.params["kubectl"], "--kubeconfig", module.params["kubeconfig"]]
-
-    def kubectl(self, *args: str) -> str:
-        rc, out, err = self.module.run_command([*self.base, *args])
-        if rc != 0:
-            self.module.fail_json(msg=f"kubectl {' '.join(args)} failed: {(err or out).strip()}")
-        return out
-
+class Cluster(Kubectl):
     def items(self, kind: str) -> list[dict]:
-        try:
-            return json.loads(self.kubectl("get", kind, "-o", "json")).get("items") or []
-        except ValueError as exc:
-            self.module.fail_json(msg=f"kubectl get {kind} did not answer JSON: {exc}")
-            raise  # fail_json exits; this keeps type checkers honest
+        return self.get(kind).get("items") or []
 
     def approve(self, name: str) -> None:
-        self.kubectl("certificate", "approve", name)
+        self.run("certificate", "approve", name)
 
 
 def check_input(module: AnsibleModule) -> dict[str, list[str]]:
@@ -156,8 +136,7 @@ def main() -> None:
         argument_spec={
             "approve_for": {"type": "dict", "default": {}},
             "nodes": {"type": "list", "elements": "str", "default": []},
-            "kubeconfig": {"type": "path", "default": "/etc/kubernetes/admin.conf"},
-            "kubectl": {"type": "str", "default": "kubectl"},
+            **KUBECTL_OPTIONS,
             "ca_file": {"type": "path", "default": "/etc/kubernetes/pki/ca.crt"},
             "port": {"type": "int", "default": 10250},
             "wait": {"type": "int", "default": 120},
@@ -169,7 +148,7 @@ def main() -> None:
     if module.params["wait"] < 0:
         module.fail_json(msg="wait must be 0 or more seconds")
     scope = set(module.params["nodes"])
-    cluster = Cluster(module)
+    cluster = Cluster(module, module.params["kubectl"], module.params["kubeconfig"])
     deadline = time.monotonic() + module.params["wait"]
     approved, pending, nodes = [], {}, {}
     while True:

@@ -28,8 +28,8 @@ TYPES = ("automated", "manual")
 FIELDS = {"id", "title", "severity", "type", "required", "node_roles", "benchmark", "check", "remediation"}
 # Kept equal to module_utils/kubeharden_controls.READERS (a unit test compares them).
 READS = ("file", "flag", "kubelet", "kubelet_serving", "sysctl", "module", "sshd", "line", "package", "service",
-         "mount", "swap", "audit_rule", "encryption_provider", "pod_security", "anonymous_auth", "same_file",
-         "nft_table", "certificates", "etcd_encryption", "none")
+         "mount", "swap", "process_user", "audit_rule", "encryption_provider", "pod_security", "anonymous_auth",
+         "same_file", "nft_table", "certificates", "etcd_encryption", "none")
 
 # The CIS Kubernetes Benchmark kubeharden follows for each Kubernetes minor (v2.0.1 kept v1.12's control IDs). A
 # minor with no benchmark of its own follows the newest, as kube-bench steps down to its newest mapping.

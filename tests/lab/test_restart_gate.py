@@ -25,7 +25,7 @@ def test_the_apiserver_is_not_told_to_verify_kubelets_it_cannot_verify(gate_lab)
         ["ansible-playbook", "-i", str(gate_lab.inventory_path), str(ROOT / "playbooks/control-plane.yml"),
          "--tags", "control_plane_apiserver"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0
-    stopped = "--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt would break kubectl logs/exec on cp1, w1:"
+    stopped = "--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt would break kubectl logs/exec on cp1:"
     assert stopped in result.stdout and "self-signed certificate" in result.stdout, result.stdout[-3000:]
     assert docker.exec_(container, "sha256sum", MANIFEST).stdout == before
 

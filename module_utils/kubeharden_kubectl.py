@@ -1,0 +1,48 @@
+"""kubectl for kubeharden's modules that act on the cluster from a control-plane node.
+
+Right after a control-plane restart the API server refuses connections, or forbids requests while its RBAC
+caches refill: a call is retried for a bounded time before the task fails with kubectl's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+# The argument specs of the options doc_fragments/kubeharden_kubectl.py documents.
+KUBECTL_OPTIONS = {"kubeconfig": {"type": "path", "default": "/etc/kubernetes/admin.conf"},
+                   "kubectl": {"type": "str", "default": "kubectl"}}
+SETTLE_SECONDS = 90
+POLL_SECONDS = 2
+
+
+class Kubectl:
+    def __init__(self, module, command: str, kubeconfig: str, namespace: str | None = None):
+        self.module = module
+        self.base = [command, "--kubeconfig", kubeconfig, "--request-timeout=10s"]
+        if namespace:
+            self.base += ["-n", namespace]
+
+    def run(self, *args: str, data: str | None = None, missing_ok: bool = False) -> str | None:
+        """kubectl's output; None for an object that does not exist when `missing_ok`."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            rc, out, err = self.module.run_command([*self.base, *args], data=data)
+            if rc == 0:
+                return out
+            if missing_ok and "NotFound" in err:
+                return None
+            if time.monotonic() >= deadline:
+                self.module.fail_json(msg=f"kubectl {' '.join(args)} failed for {SETTLE_SECONDS} s: "
+                                          f"{(err or out).strip()}")
+            time.sleep(POLL_SECONDS)
+
+    def get(self, *args: str, missing_ok: bool = False) -> dict | None:
+        out = self.run("get", *args, "-o", "json", missing_ok=missing_ok)
+        if out is None:
+            return None
+        try:
+            return json.loads(out)
+        except ValueError as exc:
+            self.module.fail_json(msg=f"kubectl get {' '.join(args)} did not answer JSON: {exc}")
+            raise  # fail_json exits
