@@ -42,6 +42,13 @@ DEFAULT_CERT_DAYS = 365  # kubeadm's leaf validity  # what the kubeadm, kubelet 
 LAB_KUBELET = {
     # The host runs cgroup v1, which the kubelet refuses from 1.35 unless told.
     "failCgroupV1": False,
+    # The nodes' image filesystem is the host's disk, shared by every lab, and their images are imported, never
+    # pulled (no registry): image garbage collection or disk-pressure eviction at the kubelet's default
+    # thresholds (85 % used, 15 % free) would delete an image a static pod restarts from, for good.
+    "imageGCHighThresholdPercent": 100,
+    "imageGCLowThresholdPercent": 99,
+    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
+                     "nodefs.inodesFree": "1%"},
 }
 
 # Preflight checks a container on this host cannot pass, each with the reason; every other check must pass.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -76,13 +77,16 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
                   "echo 'readOnlyPort: 10255' >> /var/lib/kubelet/config.yaml")
     on(lab, "w1", "sed -i 's/^net.ipv4.conf.all.send_redirects = 0/net.ipv4.conf.all.send_redirects = 1/' "
                   "/etc/sysctl.d/99-zz-kubeharden.conf")
+    on(lab, "w1", "sed -i 's/^serverTLSBootstrap: true/serverTLSBootstrap: false/' /var/lib/kubelet/config.yaml && "
+                  "rm /var/lib/kubelet/pki/kubelet-server-* && systemctl restart kubelet")
+    deadline = time.monotonic() + 90  # until w1's kubelet is back, serving the certificate it signed itself
+    while "x509" not in (refused := kubectl(lab, "get", "--raw", "/api/v1/nodes/w1/proxy/healthz")).stderr:
+        assert time.monotonic() < deadline, refused
+        time.sleep(3)
+    assert refused.returncode != 0  # the apiserver refuses the kubelet: its certificate is not the cluster CA's
     on(lab, "cp1", "sed -i 's/--profiling=false/--profiling=true/' /etc/kubernetes/manifests/kube-apiserver.yaml")
     on(lab, "cp1", "chmod 644 /etc/kubernetes/admin.conf")
     on(lab, "cp1", "nft add rule inet kubeharden input tcp dport 31337 accept")
-    on(lab, "w1", "sed -i 's/^serverTLSBootstrap: true/serverTLSBootstrap: false/' /var/lib/kubelet/config.yaml && "
-                  "rm /var/lib/kubelet/pki/kubelet-server-* && systemctl restart kubelet")
-    refused = kubectl(lab, "get", "--raw", "/api/v1/nodes/w1/proxy/healthz")
-    assert refused.returncode != 0 and "x509" in refused.stderr, refused  # another CA's kubelet is refused
 
     # One command: the drift run (its report is `before`), the fix by tag, and the next drift run.
     textfiles = tmp_path / "textfile"
