@@ -35,8 +35,11 @@ def test_site_yml_hardens_the_release_before_the_newest(upgrade_lab):
 
 
 def kubelet_versions(container: str) -> set[str]:
-    nodes = json.loads(cluster.kubectl(container, "get", "nodes", "-o", "json", check=True).stdout)
-    return {item["status"]["nodeInfo"]["kubeletVersion"] for item in nodes["items"]}
+    """The Nodes' kubelet versions; none while the restarted apiserver still refuses or forbids (RBAC warming)."""
+    listed = cluster.kubectl(container, "get", "nodes", "-o", "json")
+    if listed.returncode != 0:
+        return set()
+    return {item["status"]["nodeInfo"]["kubeletVersion"] for item in json.loads(listed.stdout)["items"]}
 
 
 def settled_statuses(lab, timeout: float = 120) -> dict[str, dict[str, str]]:
