@@ -1,6 +1,7 @@
 """The control catalogue: one entry per control, driving both the audit and the remediation.
 
-Each YAML file here holds `defaults` (merged into every entry) and `controls`. An entry has an `id` (the
+Each YAML file here holds `defaults` (merged into every entry), `sections` (by ID prefix: the title, and the
+role tags that run the section's fix) and `controls`; checks.yml declares the check types. An entry has an `id` (the
 CIS Kubernetes Benchmark ID where one exists, else KH-...), a `title`, a `severity`, the `node_roles` it
 applies to, a `type` (automated, or manual where the benchmark leaves the call to the operator), the `check`
 the audit module evaluates, and the `remediation`: the role and variable that fix it.
@@ -26,10 +27,14 @@ SEVERITIES = ("low", "medium", "high")
 NODE_ROLES = ("control_plane", "workers", "etcd")
 TYPES = ("automated", "manual")
 FIELDS = {"id", "title", "severity", "type", "required", "node_roles", "benchmark", "check", "remediation"}
-# Kept equal to module_utils/kubeharden_controls.READERS (a unit test compares them).
-READS = ("file", "flag", "kubelet", "kubelet_serving", "sysctl", "module", "sshd", "line", "package", "service",
-         "mount", "swap", "process_user", "audit_rule", "encryption_provider", "pod_security", "anonymous_auth",
-         "same_file", "nft_table", "certificates", "etcd_encryption", "none")
+# The check types and the keys each takes (checks.yml); every other YAML file here is a part of the catalogue.
+CHECK_TYPES_FILE = "checks.yml"
+
+
+@cache
+def check_types() -> dict:
+    """checks.yml: `reads` (each check type's keys and what it observes), `common` and `path_from` keys."""
+    return yaml.safe_load((CATALOGUE_DIR / CHECK_TYPES_FILE).read_text())
 
 # The CIS Kubernetes Benchmark kubeharden follows for each Kubernetes minor (v2.0.1 kept v1.12's control IDs). A
 # minor with no benchmark of its own follows the newest, as kube-bench steps down to its newest mapping.
@@ -45,35 +50,7 @@ def benchmark_for(minor: str | None) -> str:
     return f"{newest} (the newest; Kubernetes {minor or 'of unknown version'} has no benchmark of its own yet)"
 
 
-SECTIONS = {
-    "1.1": "1.1 Control plane node configuration files", "1.2": "1.2 API server",
-    "1.3": "1.3 Controller manager", "1.4": "1.4 Scheduler", "2": "2 etcd",
-    "4.1": "4.1 Worker node configuration files", "4.2": "4.2 Kubelet", "4.3": "4.3 kube-proxy",
-    "KH-OS-1": "KH-OS-1 Kernel parameters (sysctl)", "KH-OS-2": "KH-OS-2 Kernel modules",
-    "KH-OS-3": "KH-OS-3 Mount options", "KH-OS-4": "KH-OS-4 System file permissions",
-    "KH-OS-5": "KH-OS-5 Accounts and authentication", "KH-OS-6": "KH-OS-6 auditd",
-    "KH-OS-7": "KH-OS-7 File integrity (AIDE)", "KH-OS-8": "KH-OS-8 SSH daemon",
-    "KH-OS-9": "KH-OS-9 Services and packages", "KH-K8S": "KH-K8S Kubernetes (kubeharden)",
-    "KH-PKI": "KH-PKI Certificates", "KH-FW": "KH-FW Firewall", "KH-ETCD": "KH-ETCD Secrets in etcd",
-}
-
-# The role tag that runs the fix of each section (longest prefix wins), so `kubeharden drift --remediate` and
-# `ansible-playbook --tags` can run only what repairs a control. An entry may name its own
-# `remediation.tags` (a list; empty where no playbook task fixes it).
-REMEDIATION_TAGS = {
-    "1.1": "control_plane_files", "1.1.11": "control_plane_etcd", "1.1.12": "control_plane_etcd",
-    "1.1.19": "pki_certificates", "1.1.20": "pki_certificates", "1.1.21": "pki_certificates",
-    "1.2": "control_plane_apiserver", "1.3": "control_plane_controller_manager", "1.4": "control_plane_scheduler",
-    "2": "etcd_tls", "4.1": "kubelet_files", "4.2": "kubelet_config",
-    "KH-OS-1": "node_os_sysctl", "KH-OS-2": "node_os_kernel_modules", "KH-OS-3": "node_os_mounts",
-    "KH-OS-4": "node_os_files", "KH-OS-5": "node_os_accounts", "KH-OS-6": "node_os_auditd",
-    "KH-OS-7": "node_os_aide", "KH-OS-8": "node_os_ssh", "KH-OS-9": "node_os_services",
-    "KH-K8S": "control_plane_apiserver", "KH-PKI": "pki_certificates", "KH-ETCD": "etcd_encryption",
-    "KH-FW": "firewall",
-}
-
-
-def _longest_prefix(control_id: str, table: dict[str, str]) -> str | None:
+def _longest_prefix(control_id: str, table: dict):
     best = ""
     for prefix in table:
         if matches(control_id, prefix) and len(prefix) > len(best):
@@ -81,21 +58,8 @@ def _longest_prefix(control_id: str, table: dict[str, str]) -> str | None:
     return table[best] if best else None
 
 
-def remediation_tags(control: dict) -> list[str]:
-    explicit = control["remediation"].get("tags")
-    if explicit is not None:
-        return list(explicit)
-    tag = _longest_prefix(control["id"], REMEDIATION_TAGS)
-    return [tag] if tag else []
-
-
 class CatalogueError(ValueError):
     pass
-
-
-def section_of(control_id: str) -> str:
-    """The longest SECTIONS prefix of the ID that ends at a separator."""
-    return _longest_prefix(control_id, SECTIONS) or "Other"
 
 
 def matches(control_id: str, selector: str) -> bool:
@@ -110,6 +74,37 @@ def _merge(defaults: dict, entry: dict) -> dict:
     return control
 
 
+def _check_problems(cid: str, check: dict) -> list[str]:
+    """What is wrong with a control's check, against the check types of checks.yml."""
+    types = check_types()
+    read = check.get("read")
+    if read not in types["reads"]:
+        return [f"{cid}: check.read must be one of {sorted(types['reads'])}"]
+    keys = types["reads"][read]["keys"]
+    problems = []
+    since = check.get("since", {})
+    if not isinstance(since, dict) or not all(
+            isinstance(k, str) and k.count(".") == 1 and isinstance(v, dict) for k, v in since.items()):
+        problems.append(f"{cid}: check.since maps a Kubernetes minor (\"1.37\") to what changes from it on")
+        since = {}
+    for where, part in [("check", check), *((f"check.since.{m}", v) for m, v in since.items())]:
+        unknown = set(part) - set(keys) - set(types["common"])
+        if unknown:
+            problems.append(f"{cid}: {where} has {', '.join(sorted(unknown))}, which a check of type {read} does "
+                            f"not take (it takes {', '.join(keys) or 'nothing'} besides {', '.join(types['common'])})")
+    missing = [k for k, need in keys.items() if need == "required" and k not in check]
+    alternatives = sorted({need for need in keys.values() if need.startswith("one of ")})
+    missing += [need[len("one of "):] for need in alternatives
+                if not any(k in check for k, other in keys.items() if other == need)]
+    if missing:
+        problems.append(f"{cid}: a check of type {read} needs {', '.join(missing)}")
+    unknown = set(check.get("path_from") or {}) - set(types["path_from"])
+    if unknown:
+        problems.append(f"{cid}: check.path_from takes {', '.join(types['path_from'])}, "
+                        f"not {', '.join(sorted(unknown))}")
+    return problems
+
+
 def validate(controls: list[dict]) -> None:
     problems, seen = [], set()
     for control in controls:
@@ -117,7 +112,7 @@ def validate(controls: list[dict]) -> None:
         if cid in seen:
             problems.append(f"{cid}: duplicate id")
         seen.add(cid)
-        unknown = set(control) - FIELDS
+        unknown = set(control) - FIELDS - {"section"}
         if unknown:  # also catches a title with an unquoted comma, which YAML flow style splits
             problems.append(f"{cid}: unknown field(s) {sorted(unknown)}")
         for field in ("id", "title", "severity", "type", "node_roles", "check", "remediation"):
@@ -129,34 +124,44 @@ def validate(controls: list[dict]) -> None:
             problems.append(f"{cid}: type must be one of {TYPES}")
         if not set(control.get("node_roles") or ["?"]) <= set(NODE_ROLES):
             problems.append(f"{cid}: node_roles must be among {NODE_ROLES}")
-        if (control.get("check") or {}).get("read") not in READS:
-            problems.append(f"{cid}: check.read must be one of {READS}")
-        since = (control.get("check") or {}).get("since", {})
-        if not isinstance(since, dict) or not all(
-                isinstance(k, str) and k.count(".") == 1 and isinstance(v, dict) for k, v in since.items()):
-            problems.append(f"{cid}: check.since maps a Kubernetes minor (\"1.37\") to what changes from it on")
+        problems += _check_problems(cid, control.get("check") or {})
+        if not control.get("section"):
+            problems.append(f"{cid}: in no section its file declares (`sections`, by ID prefix)")
         remediation = control.get("remediation") or {}
         if not remediation.get("role") or not remediation.get("variable"):
             problems.append(f"{cid}: remediation needs a role and a variable")
-        elif not isinstance(remediation.get("tags", []), list):
-            problems.append(f"{cid}: remediation.tags must be a list")
-        elif "tags" not in remediation and not _longest_prefix(cid, REMEDIATION_TAGS):
-            problems.append(f"{cid}: no remediation tag (REMEDIATION_TAGS or remediation.tags)")
+        elif not isinstance(remediation.get("tags"), list):
+            problems.append(f"{cid}: remediation.tags (or its section's tags) must be a list")
     if problems:
         raise CatalogueError("invalid catalogue:\n  " + "\n  ".join(problems))
+
+
+def _read_part(path: Path) -> list[dict]:
+    """One catalogue file: its controls, each merged with the file's `defaults` and placed in the longest of its
+    `sections` that prefixes the ID (the section's title, and its `tags` unless the control names its own)."""
+    document = yaml.safe_load(path.read_text())
+    defaults = document.get("defaults") or {}
+    sections = {str(prefix): section for prefix, section in (document.get("sections") or {}).items()}
+    controls = []
+    for entry in document["controls"]:
+        control = _merge(defaults, entry)
+        prefix = _longest_prefix(str(control.get("id", "")), {prefix: prefix for prefix in sections})
+        if prefix:
+            control["section"] = f"{prefix} {sections[prefix]['title']}"
+            control["remediation"].setdefault("tags", sections[prefix].get("tags"))
+        controls.append(control)
+    return controls
 
 
 @cache
 def _load(directory: str) -> tuple[dict, ...]:
     controls, roles = [], role_defaults()
     for path in sorted(Path(directory).glob("*.yml")):
-        document = yaml.safe_load(path.read_text())
-        defaults = document.get("defaults") or {}
-        controls.extend(_merge(defaults, entry) for entry in document["controls"])
+        if path.name != CHECK_TYPES_FILE:
+            controls.extend(_read_part(path))
     validate(controls)
     for control in controls:
-        control["section"] = section_of(control["id"])
-        control["remediation"]["tags"] = remediation_tags(control)
+        control["remediation"]["tags"] = list(control["remediation"]["tags"])
         if control["type"] == "manual":
             control["required"] = bool(control.get("required")) or enforced_by_default(control, roles)
     return tuple(controls)

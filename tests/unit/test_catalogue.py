@@ -1,3 +1,7 @@
+import ast
+import re
+from pathlib import Path
+
 import kubeharden_controls
 import pytest
 
@@ -18,7 +22,7 @@ def test_catalogue_covers_every_cis_control_once():
 
 
 def test_catalogue_reads_are_what_the_module_implements():
-    assert set(catalogue.READS) - {"none"} == set(kubeharden_controls.READERS)
+    assert set(catalogue.check_types()["reads"]) - {"none"} == set(kubeharden_controls.READERS)
 
 
 def test_every_control_names_its_fix():
@@ -27,12 +31,46 @@ def test_every_control_names_its_fix():
         assert control["remediation"]["variable"].startswith(control["remediation"]["role"] + "_")
 
 
+PART = ("defaults: {node_roles: [workers], type: automated, severity: low, remediation: {role: node_os}}\n"
+        "sections: {X: {title: Test controls, tags: [node_os_test]}}\n"
+        "controls:\n")
+
+
 def test_unknown_fields_are_refused(tmp_path):
     (tmp_path / "bad.yml").write_text(
-        "defaults: {node_roles: [workers], type: automated, severity: low, remediation: {role: node_os}}\n"
-        "controls:\n  - {id: X-1, title: Ensure a, b and c, check: {read: swap}, remediation: {variable: node_os_x}}\n")
+        PART + "  - {id: X-1, title: Ensure a, b and c, check: {read: swap}, remediation: {variable: node_os_x}}\n")
     with pytest.raises(catalogue.CatalogueError, match="unknown field"):
         catalogue.load(tmp_path)
+
+
+@pytest.mark.parametrize(("check", "message"), [
+    ("{read: sysctl, key: kernel.sysrq, op: eq, valeu: 0}",
+     "X-1: check has valeu, which a check of type sysctl does not take"),
+    ("{read: sysctl, op: eq, value: 0}", "X-1: a check of type sysctl needs key"),
+    ("{read: file, mode_max: '600'}", "X-1: a check of type file needs path/path_from"),
+    ("{read: file, path_from: {read: flag, component: etcd, flg: data-dir}}", "X-1: check.path_from takes"),
+    ("{read: flag, component: etcd, flag: x, since: {'1.36': {flg: y}}}", "X-1: check.since.1.36 has flg"),
+    ("{read: sysctls, key: kernel.sysrq}", "X-1: check.read must be one of"),
+])
+def test_a_check_with_a_key_its_type_does_not_take_is_refused_when_the_catalogue_loads(tmp_path, check, message):
+    control = f"  - {{id: X-1, title: t, check: {check}, remediation: {{variable: v}}}}\n"
+    (tmp_path / "bad.yml").write_text(PART + control)
+    with pytest.raises(catalogue.CatalogueError, match=re.escape(message)):
+        catalogue.load(tmp_path)
+
+
+def test_sections_come_from_the_file_and_give_their_remediation_tags(tmp_path):
+    (tmp_path / "part.yml").write_text(
+        PART + "  - {id: X-1, title: t, check: {read: swap}, remediation: {variable: node_os_x}}\n"
+               "  - {id: X-2, title: t, check: {read: swap}, remediation: {variable: node_os_x, tags: [own]}}\n")
+    first, second = catalogue.load(tmp_path)
+    assert (first["section"], first["remediation"]["tags"]) == ("X Test controls", ["node_os_test"])
+    assert (second["section"], second["remediation"]["tags"]) == ("X Test controls", ["own"])
+    (tmp_path / "other").mkdir()  # the loader caches per directory
+    (tmp_path / "other" / "part.yml").write_text(
+        PART + "  - {id: Y-1, title: t, check: {read: swap}, remediation: {variable: node_os_x}}\n")
+    with pytest.raises(catalogue.CatalogueError, match="Y-1: in no section its file declares"):
+        catalogue.load(tmp_path / "other")
 
 
 @pytest.mark.parametrize(("selector", "selected"), [
@@ -110,3 +148,43 @@ def test_a_malformed_since_is_refused_when_the_catalogue_loads():
 
 def test_every_control_has_a_section():
     assert [c["id"] for c in catalogue.load() if c["section"] == "Other"] == []
+
+
+def _keys_each_function_reads_from_check() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Per function of kubeharden_controls: the `check` keys it reads, and the functions it hands `check` to."""
+    tree = ast.parse(Path(kubeharden_controls.__file__).read_text())
+    keys, calls = {}, {}
+    for function in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        if "check" not in [a.arg for a in function.args.args]:
+            continue
+        keys[function.name], calls[function.name] = set(), set()
+        for node in ast.walk(function):
+            is_check = lambda n: isinstance(n, ast.Name) and n.id == "check"  # noqa: E731
+            if isinstance(node, ast.Subscript) and is_check(node.value) and isinstance(node.slice, ast.Constant):
+                keys[function.name].add(node.slice.value)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_check(node.func.value) \
+                    and node.func.attr == "get" and isinstance(node.args[0], ast.Constant):
+                keys[function.name].add(node.args[0].value)
+            elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) \
+                    and is_check(node.comparators[0]):
+                keys[function.name].add(node.left.value)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and any(map(is_check, node.args)):
+                calls[function.name].add(node.func.id)
+    return keys, calls
+
+
+def test_every_reader_reads_only_the_keys_checks_yml_declares_for_its_type():
+    keys, calls = _keys_each_function_reads_from_check()
+    types = catalogue.check_types()
+    assert "mode_max" in keys["read_file"] and "key" in keys["_resolve_path"] | keys["read_kubelet"]  # it sees reads
+    for read, reader in kubeharden_controls.READERS.items():
+        seen, todo, read_keys = set(), [reader.__name__], set()
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in keys:
+                continue
+            seen.add(name)
+            read_keys |= keys[name]
+            todo.extend(calls[name])
+        declared = set(types["reads"][read]["keys"]) | set(types["common"])
+        assert read_keys <= declared, f"{reader.__name__} reads {read_keys - declared}: declare them in checks.yml"
