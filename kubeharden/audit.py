@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeharden import catalogue
+from kubeharden import catalogue, history
 from kubeharden.collection import ansible_command
 from kubeharden.runner import Progress, RunError, run_playbook
 
@@ -30,7 +30,12 @@ class AuditReport:
     host_errors: dict[str, str] = field(default_factory=dict)  # node -> why it could not be audited
     certificates: dict[str, list[dict]] = field(default_factory=dict)  # node -> certificates with days left
     versions: dict[str, str] = field(default_factory=dict)  # node -> Kubernetes minor of its kubelet
+    etcd: dict[str, str] = field(default_factory=dict)  # node -> how etcd runs there (static_pod, host, none)
     artifacts: str = ""  # ansible-runner's artifact directory of the run
+
+    def fix(self, node: str, control_id: str) -> dict:
+        """The control's fix on this node (it can depend on how etcd runs there)."""
+        return catalogue.remediation_for(self.controls[control_id], self.etcd.get(node))
 
     def failing(self, fail_on: str = "low") -> dict[str, list[dict]]:
         threshold = SEVERITY_RANK[fail_on]
@@ -98,9 +103,27 @@ def run_audit(inventory: str, limit: str | None = None, include: list[str] | Non
             report.results[data["host"]] = data["res"]["results"]
             report.certificates[data["host"]] = data["res"].get("certificates", [])
             report.versions[data["host"]] = data["res"].get("kubernetes_version", "")
+            report.etcd[data["host"]] = data["res"].get("etcd", "")
     report.host_errors = run.host_errors()
     report.artifacts = run.artifacts
     return report
+
+
+def audit_and_record(inventory: str, limit: str | None = None, include: list[str] | None = None,
+                     skip: list[str] | None = None, state: Path | None = None,
+                     progress: Progress | None = None) -> AuditReport:
+    """`kubeharden audit`: the audit, kept in the history (as `kubeharden drift` keeps its runs)."""
+    state = state or history.state_dir()
+    run_id, started = history.new_run_id("audit"), history.now_iso()
+    report = run_audit(inventory, limit, include, skip, run_id=run_id, artifacts_dir=state / "artifacts",
+                       progress=progress)
+    history.write_record(state, report.record(run_id, "audit", started, inventory))
+    return report
+
+
+def detail(result: dict) -> str:
+    """Why a result is what it is: its reason, else what was expected and what the node showed."""
+    return result.get("reason") or f"expected {result.get('expected')}; {result.get('evidence')}"
 
 
 # -- formats ---------------------------------------------------------------------------------------------
@@ -124,11 +147,9 @@ def to_table(report: AuditReport, verbose: bool = False) -> str:
             for r in shown:
                 control = report.controls[r["id"]]
                 lines.append(f"    {marks[r['status']]:6} {r['id']:10} [{control['severity']}] {control['title']}")
-                detail = r["reason"] or f"expected {r['expected']}; {r['evidence']}"
-                lines.append(f"           {detail}")
+                lines.append(f"           {detail(r)}")
                 if r["status"] == "fail":
-                    fix = control["remediation"]
-                    lines.append(f"           fix: role {fix['role']}, variable {fix['variable']}")
+                    lines.append(f"           fix: {catalogue.fix_text(report.fix(node, r['id']))}")
     for node, error in sorted(report.host_errors.items()):
         lines.append(f"== {node}: NOT AUDITED: {error}")
     return "\n".join(lines) + "\n"
@@ -153,14 +174,13 @@ def to_junit(report: AuditReport) -> str:
             control = report.controls[r["id"]]
             case = ET.SubElement(suite, "testcase", classname=f"{node}.{control['section']}",
                                  name=f"{r['id']} {control['title']}")
-            detail = r["reason"] or f"expected {r['expected']}; {r['evidence']}"
             if r["status"] == "fail":
-                ET.SubElement(case, "failure", message=detail, type=control["severity"]).text = \
-                    f"fix: role {control['remediation']['role']}, variable {control['remediation']['variable']}"
+                ET.SubElement(case, "failure", message=detail(r), type=control["severity"]).text = \
+                    f"fix: {catalogue.fix_text(report.fix(node, r['id']))}"
             elif r["status"] == "error":
-                ET.SubElement(case, "error", message=detail)
+                ET.SubElement(case, "error", message=detail(r))
             elif r["status"] in ("manual", "not_applicable"):
-                ET.SubElement(case, "skipped", message=f"{r['status']}: {detail}")
+                ET.SubElement(case, "skipped", message=f"{r['status']}: {detail(r)}")
     for node, error in sorted(report.host_errors.items()):
         suite = ET.SubElement(suites, "testsuite", name=node, tests="1", failures="0", errors="1")
         ET.SubElement(ET.SubElement(suite, "testcase", name="reachable"), "error", message=error)
@@ -171,7 +191,7 @@ def to_sarif(report: AuditReport) -> str:
     level = {"high": "error", "medium": "warning", "low": "note"}
     rules = [{"id": c["id"], "name": c["id"], "shortDescription": {"text": c["title"]},
               "properties": {"severity": c["severity"], "section": c["section"], "benchmark": c["benchmark"]},
-              "help": {"text": f"Fixed by role {c['remediation']['role']}, variable {c['remediation']['variable']}"}}
+              "help": {"text": f"Fixed by {catalogue.fix_text(catalogue.remediation_for(c))}"}}
              for c in report.controls.values()]
     results = []
     for node, node_results in sorted(report.results.items()):
@@ -181,14 +201,15 @@ def to_sarif(report: AuditReport) -> str:
             control = report.controls[r["id"]]
             results.append({
                 "ruleId": r["id"], "level": "error" if r["status"] == "error" else level[control["severity"]],
-                "message": {"text": f"{node}: {r['reason'] or 'expected ' + r['expected'] + '; ' + r['evidence']}"},
+                "message": {"text": f"{node}: {detail(r)}"},
                 "locations": [{"logicalLocations": [{"name": node, "kind": "node"}]}]})
     sarif = {"version": "2.1.0", "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
              "runs": [{"tool": {"driver": {"name": "kubeharden", "rules": rules}}, "results": results}]}
     return json.dumps(sarif, indent=2) + "\n"
 
 
-def _label(value: str) -> str:
+def label(value: str) -> str:
+    """A Prometheus label value, escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
@@ -199,26 +220,26 @@ def to_prometheus(report: AuditReport) -> str:
         for r in results:
             if r["status"] in ("pass", "fail"):
                 c = report.controls[r["id"]]
-                lines.append(f'kubeharden_control_passed{{node="{_label(node)}",control="{r["id"]}",'
-                             f'severity="{c["severity"]}",section="{_label(c["section"])}"}} '
+                lines.append(f'kubeharden_control_passed{{node="{label(node)}",control="{r["id"]}",'
+                             f'severity="{c["severity"]}",section="{label(c["section"])}"}} '
                              f'{1 if r["status"] == "pass" else 0}')
     lines += ["# HELP kubeharden_controls Controls on the node by result status.", "# TYPE kubeharden_controls gauge"]
     for node, results in sorted(report.results.items()):
         counts = Counter(r["status"] for r in results)
         for status in ("pass", "fail", "error", "manual", "not_applicable"):
-            lines.append(f'kubeharden_controls{{node="{_label(node)}",status="{status}"}} {counts[status]}')
+            lines.append(f'kubeharden_controls{{node="{label(node)}",status="{status}"}} {counts[status]}')
     lines += ["# HELP kubeharden_node_score Percentage of decided controls that pass.",
               "# TYPE kubeharden_node_score gauge"]
-    lines += [f'kubeharden_node_score{{node="{_label(n)}"}} {report.score(n)}' for n in sorted(report.results)]
+    lines += [f'kubeharden_node_score{{node="{label(n)}"}} {report.score(n)}' for n in sorted(report.results)]
     lines += ["# HELP kubeharden_node_audited 1 if the node could be audited.", "# TYPE kubeharden_node_audited gauge"]
-    lines += [f'kubeharden_node_audited{{node="{_label(n)}"}} 1' for n in sorted(report.results)]
-    lines += [f'kubeharden_node_audited{{node="{_label(n)}"}} 0' for n in sorted(report.host_errors)]
+    lines += [f'kubeharden_node_audited{{node="{label(n)}"}} 1' for n in sorted(report.results)]
+    lines += [f'kubeharden_node_audited{{node="{label(n)}"}} 0' for n in sorted(report.host_errors)]
     lines += ["# HELP kubeharden_certificate_expiry_days Days until the certificate expires (negative: expired).",
               "# TYPE kubeharden_certificate_expiry_days gauge"]
     for node, certificates in sorted(report.certificates.items()):
         for cert in certificates:
-            lines.append(f'kubeharden_certificate_expiry_days{{node="{_label(node)}",certificate="{_label(cert["name"])}",'
-                         f'subject="{_label(cert.get("subject") or "")}",managed_by="{cert.get("managed_by", "")}"}} '
+            lines.append(f'kubeharden_certificate_expiry_days{{node="{label(node)}",certificate="{label(cert["name"])}",'
+                         f'subject="{label(cert.get("subject") or "")}",managed_by="{cert.get("managed_by", "")}"}} '
                          f'{cert["days_left"]}')
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from kubeharden import __version__, collection, drift, history, report
-from kubeharden.audit import FORMATS, AuditError, run_audit, to_table
+from kubeharden.audit import FORMATS, AuditError, audit_and_record, to_table
 from kubeharden.lab import kube_bench, kubernetes
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
@@ -137,12 +137,8 @@ def write_textfile(directory: str, text: str) -> None:
 
 
 def run_audit_command(args: argparse.Namespace) -> int:
-    state = history.state_dir(args.state_dir)
-    run_id = history.new_run_id("audit")
-    started = history.now_iso()
-    result = run_audit(args.inventory, args.limit, _split(args.controls), _split(args.skip), run_id=run_id,
-                       artifacts_dir=state / "artifacts", progress=Progress("audit", enabled=args.progress))
-    history.write_record(state, result.record(run_id, "audit", started, args.inventory))
+    result = audit_and_record(args.inventory, args.limit, _split(args.controls), _split(args.skip),
+                              history.state_dir(args.state_dir), Progress("audit", enabled=args.progress))
     _emit(to_table(result, args.verbose) if args.format == "table" else FORMATS[args.format](result), args.output)
     if args.textfile_dir:
         write_textfile(args.textfile_dir, FORMATS["prometheus"](result))

@@ -16,31 +16,36 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from kubeharden import history
-from kubeharden.audit import AuditReport, _label, run_audit, to_prometheus
+from kubeharden import catalogue, history
+from kubeharden.audit import AuditReport, detail, label, run_audit, to_prometheus
 from kubeharden.runner import Progress, run_playbook
 
 EXIT_CLEAN, EXIT_DRIFTED, EXIT_ERROR = 0, 1, 2
 HARDENING_PLAYBOOK = "site.yml"
 
 
-def classify(controls: dict[str, dict], results: list[dict], changes: list[dict], previous: dict | None) -> dict:
+def classify(controls: dict[str, dict], results: list[dict], changes: list[dict], previous: dict | None,
+             etcd: str | None = None) -> dict:
     """Drifted and expected-failing controls of one node, and its pending changes with the controls they restore.
 
     `changes` are the node's kubeharden_changes records from the check run; `previous` its entry in the last drift
-    record (None: no baseline, so every failing control with a pending fix counts as drifted)."""
+    record (None: no baseline, so every failing control with a pending fix counts as drifted); `etcd` how etcd
+    runs on the node (a control's fix can depend on it)."""
+    def tags(cid: str) -> set[str]:
+        return set(catalogue.remediation_for(controls[cid], etcd)["tags"])
+
     pending_tags = {tag for change in changes if not change["failed"] for tag in change["tags"]}
     before = {r["id"]: r["status"] for r in (previous or {}).get("results", [])}
     drifted_before = set((previous or {}).get("drifted", []))
     drifted, expected = [], []
     for result in results:
-        if result["status"] != "fail" or not set(controls[result["id"]]["remediation"]["tags"]) & pending_tags:
+        if result["status"] != "fail" or not tags(result["id"]) & pending_tags:
             continue
         accepted = previous is not None and before.get(result["id"]) == "fail" and result["id"] not in drifted_before
         (expected if accepted else drifted).append(result["id"])
     pending = [{"task": change["task"], "tags": change["tags"], "diff": change["diff"],
                 "controls": [cid for cid in drifted + expected
-                             if set(controls[cid]["remediation"]["tags"]) & set(change["tags"])]}
+                             if tags(cid) & set(change["tags"])]}
                for change in changes if not change["failed"]]
     return {"drifted": drifted, "expected_failures": expected, "pending": pending, "baseline": previous is not None}
 
@@ -85,7 +90,7 @@ def check(inventory: str, limit: str | None, state: Path, progress: bool | None)
     previous = history.baselines(state, sorted(audit.results), ("drift", "remediate"))
     for node, results in sorted(audit.results.items()):
         changes = [change for change in run.changes if change["host"] == node]
-        report.nodes[node] = classify(audit.controls, results, changes, previous.get(node))
+        report.nodes[node] = classify(audit.controls, results, changes, previous.get(node), audit.etcd.get(node))
         if node in check_errors:
             report.nodes[node]["check_error"] = check_errors[node]
     for node, error in check_errors.items():
@@ -103,8 +108,7 @@ def run_drift(inventory: str, limit: str | None = None, state: Path | None = Non
         return report
     # Every step of a drifted control's fix: a restored setting may need a follow-up its check mode cannot
     # predict (4.2.9: serverTLSBootstrap back on, then the new serving certificate request approved).
-    tags = sorted({tag for ids in drifted.values() for cid in ids
-                   for tag in report.audit.controls[cid]["remediation"]["tags"]})
+    tags = sorted({tag for node, ids in drifted.items() for cid in ids for tag in report.audit.fix(node, cid)["tags"]})
     run = run_playbook(HARDENING_PLAYBOOK, inventory, run_id=f"{report.run_id}-remediate",
                        artifacts_dir=state / "artifacts", limit=",".join(sorted(drifted)), tags=tags,
                        progress=Progress("remediate", enabled=progress))
@@ -137,10 +141,8 @@ def _node_lines(report: DriftReport, node: str) -> list[str]:
     for cid in entry["drifted"]:
         control, result = audit.controls[cid], results[cid]
         lines.append(f"  DRIFTED {cid:10} [{control['severity']}] {control['title']}")
-        detail = result["reason"] or f"expected {result['expected']}; {result['evidence']}"
-        lines.append(f"          {detail}")
-        lines.append(f"          fix: role {control['remediation']['role']}, tags "
-                     f"{', '.join(control['remediation']['tags'])}")
+        lines.append(f"          {detail(result)}")
+        lines.append(f"          fix: {catalogue.fix_text(audit.fix(node, cid))}")
         for change in entry["pending"]:
             if cid in change["controls"]:
                 lines.append(f"          would restore ({change['task']}):")
@@ -226,8 +228,8 @@ def to_prometheus_drift(report: DriftReport) -> str:
     for node, entry in sorted(report.nodes.items()):
         for cid in entry["drifted"]:
             control = report.audit.controls[cid]
-            lines.append(f'kubeharden_control_drifted{{node="{_label(node)}",control="{cid}",'
-                         f'severity="{control["severity"]}",section="{_label(control["section"])}"}} 1')
+            lines.append(f'kubeharden_control_drifted{{node="{label(node)}",control="{cid}",'
+                         f'severity="{control["severity"]}",section="{label(control["section"])}"}} 1')
     for name, help_text, value in (
             ("kubeharden_drifted_controls", "Controls that drifted on the node.", lambda e: len(e["drifted"])),
             ("kubeharden_pending_changes", "Changes the hardening playbooks would make on the node.",
@@ -235,7 +237,7 @@ def to_prometheus_drift(report: DriftReport) -> str:
             ("kubeharden_drift_checked", "1 if the node's check-mode run completed.",
              lambda e: 0 if e.get("check_error") else 1)):
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        lines += [f'{name}{{node="{_label(node)}"}} {value(entry)}' for node, entry in sorted(report.nodes.items())]
+        lines += [f'{name}{{node="{label(node)}"}} {value(entry)}' for node, entry in sorted(report.nodes.items())]
     lines += ["# HELP kubeharden_drift_last_run_timestamp_seconds When this drift run started.",
               "# TYPE kubeharden_drift_last_run_timestamp_seconds gauge",
               f"kubeharden_drift_last_run_timestamp_seconds {datetime.fromisoformat(report.time).timestamp():.0f}",

@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 
 from kubeharden import catalogue
+from kubeharden.audit import detail
 
 
 def node_history(records: list[dict], node: str) -> list[tuple[dict, dict]]:
@@ -131,7 +132,7 @@ def to_html(records: list[dict], trend_runs: int = 30) -> str:
             control = controls.get(result["id"], {"title": "(not in this catalogue)", "severity": "low",
                                                   "remediation": {"role": "?", "tags": []}})
             drift = " <span class='tag drift'>drifted</span>" if result["id"] in entry.get("drifted", []) else ""
-            evidence = result.get("reason") or f"expected {result.get('expected')}; {result.get('evidence')}"
+            evidence = detail(result)
             fix = control["remediation"]
             parts.append(f"<tr><td>{e(node)}</td><td><b>{e(result['id'])}</b>{drift}<br>{e(control['title'])}</td>"
                          f"<td><span class='tag {e(control['severity'])}'>{e(control['severity'])}</span></td>"

@@ -179,6 +179,18 @@ class Node:
     def flags(self, component: str) -> tuple[dict, str]:
         return self.etcd if component == "etcd" else self.manifest_flags(component)
 
+    @property
+    def etcd_kind(self) -> str:
+        """How etcd runs here: "static_pod" (kubeadm), "host" (a service, as kubespray runs it) or "none". A
+        control's fix can depend on it (catalogue `remediation.etcd_host`)."""
+        if not {"etcd", "control_plane"} & set(self.node_roles):
+            return "none"
+        try:
+            _flags, where = self.etcd
+        except node.NotApplicable:
+            return "none"
+        return "static_pod" if where.startswith("manifest ") else "host"
+
 
 class RenderedNode(Node):
     """A node as `kubeadm init` will leave it, from a kubeadm configuration: the static pods' flags and the
@@ -216,6 +228,10 @@ class RenderedNode(Node):
     @functools.cached_property
     def etcd(self) -> tuple[dict, str]:
         return self.rendered["flags"]["etcd"], self.source
+
+    @property
+    def etcd_kind(self) -> str:
+        return "static_pod"  # kubeadm's local etcd
 
     @functools.cached_property
     def kubelet(self) -> dict:

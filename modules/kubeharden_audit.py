@@ -83,6 +83,11 @@ kubernetes_version:
   returned: always
   type: str
   sample: "1.37"
+etcd:
+  description: How etcd runs on the node (static_pod, host or none); a control's fix can depend on it.
+  returned: always
+  type: str
+  sample: static_pod
 evaluation_seconds:
   description: How long evaluating the controls took on the node (reading its files and processes included).
   returned: always
@@ -137,7 +142,7 @@ def main() -> None:
                     for c in state.certificates_read() if "error" not in c]
     version = state.kubernetes_version
     module.exit_json(changed=False, results=results, certificates=certificates, evaluation_seconds=seconds,
-                     kubernetes_version=".".join(map(str, version)) if version else "",
+                     kubernetes_version=".".join(map(str, version)) if version else "", etcd=state.etcd_kind,
                      summary=dict(Counter(r["status"] for r in results)))
 
 

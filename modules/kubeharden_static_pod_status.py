@@ -52,6 +52,10 @@ differences:
   description: Flags that differ between the manifest and the closest running process.
   returned: always
   type: dict
+flags:
+  description: The manifest's flags (name without dashes to value), such as etcd's C(data-dir).
+  returned: always
+  type: dict
 """
 
 import os
@@ -94,7 +98,8 @@ def main() -> None:
             break
         if not best or len(differences) < len(best):
             best = differences
-    module.exit_json(changed=False, current=not best, pids=[pid for pid, _argv in running], differences=best)
+    module.exit_json(changed=False, current=not best, pids=[pid for pid, _argv in running], differences=best,
+                     flags=wanted)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ SEVERITIES = ("low", "medium", "high")
 NODE_ROLES = ("control_plane", "workers", "etcd")
 TYPES = ("automated", "manual")
 FIELDS = {"id", "title", "severity", "type", "required", "node_roles", "benchmark", "check", "remediation"}
+REMEDIATION_FIELDS = {"role", "variable", "tags"}
 # The check types and the keys each takes (checks.yml); every other YAML file here is a part of the catalogue.
 CHECK_TYPES_FILE = "checks.yml"
 
@@ -60,6 +61,22 @@ def _longest_prefix(control_id: str, table: dict):
 
 class CatalogueError(ValueError):
     pass
+
+
+def remediation_for(control: dict, etcd: str | None = None) -> dict:
+    """The fix of a control on a node where etcd runs as `etcd` (the audit's "static_pod", "host" or "none"): a
+    control whose fix depends on it names the host-service fix as `remediation.etcd_host`."""
+    remediation = control["remediation"]
+    if etcd == "host" and "etcd_host" in remediation:
+        return remediation["etcd_host"]
+    return {k: v for k, v in remediation.items() if k != "etcd_host"}
+
+
+def fix_text(remediation: dict) -> str:
+    """`role control_plane, variable control_plane_etcd_user, tags control_plane_etcd`: the one way every report
+    names a fix."""
+    tags = ", ".join(remediation.get("tags") or []) or "none (no playbook task fixes it)"
+    return f"role {remediation['role']}, variable {remediation['variable']}, tags {tags}"
 
 
 def matches(control_id: str, selector: str) -> bool:
@@ -128,10 +145,16 @@ def validate(controls: list[dict]) -> None:
         if not control.get("section"):
             problems.append(f"{cid}: in no section its file declares (`sections`, by ID prefix)")
         remediation = control.get("remediation") or {}
-        if not remediation.get("role") or not remediation.get("variable"):
-            problems.append(f"{cid}: remediation needs a role and a variable")
-        elif not isinstance(remediation.get("tags"), list):
-            problems.append(f"{cid}: remediation.tags (or its section's tags) must be a list")
+        for where, fix in (("remediation", remediation), ("remediation.etcd_host", remediation.get("etcd_host"))):
+            if fix is None:
+                continue
+            if not isinstance(fix, dict) or not fix.get("role") or not fix.get("variable"):
+                problems.append(f"{cid}: {where} needs a role and a variable")
+            elif not isinstance(fix.get("tags"), list):
+                problems.append(f"{cid}: {where}.tags (or its section's tags) must be a list")
+            elif set(fix) - REMEDIATION_FIELDS - ({"etcd_host"} if where == "remediation" else set()):
+                problems.append(f"{cid}: {where} has {sorted(set(fix) - REMEDIATION_FIELDS)}; it takes "
+                                f"{sorted(REMEDIATION_FIELDS)} (and etcd_host: the fix where etcd is a host service)")
     if problems:
         raise CatalogueError("invalid catalogue:\n  " + "\n  ".join(problems))
 
@@ -227,6 +250,12 @@ def select(controls: list[dict], include: list[str] | None = None, skip: list[st
     return [c for c in chosen if not any(matches(c["id"], s) for s in skip or [])]
 
 
+def _fix_cell(remediation: dict) -> str:
+    tags = remediation["tags"]
+    return f"`{remediation['role']}`: `{remediation['variable']}`" + (f" (tags {', '.join(tags)})" if tags
+                                                                      else " (no tag)")
+
+
 def render_markdown(controls: list[dict]) -> str:
     """docs/controls.md: every control, by section, with what it checks and what fixes it."""
     lines = ["# Controls", "",
@@ -251,8 +280,9 @@ def render_markdown(controls: list[dict]) -> str:
         kind = control["type"]
         if kind == "manual":
             kind += ", enforced" if control.get("required") else ", operator's call"
-        fix = f"`{control['remediation']['role']}`: `{control['remediation']['variable']}`"
-        fix += f" (tags {', '.join(control['remediation']['tags'])})" if control["remediation"]["tags"] else " (no tag)"
+        fix = _fix_cell(control["remediation"])
+        if "etcd_host" in control["remediation"]:
+            fix += "; etcd as a host service: " + _fix_cell(control["remediation"]["etcd_host"])
         title = control["title"].replace("|", "\\|")
         lines.append(f"| {control['id']} | {title} ({kind}) | {control['severity']} | "
                      f"{', '.join(control['node_roles'])} | {what.replace('|', chr(92) + '|')} | {fix} |")

@@ -210,3 +210,11 @@ def test_a_check_follows_the_meaning_the_nodes_release_gives_a_setting():
 def test_node_minor_parses_what_kubelet_and_kubeadm_print():
     assert node.parse_minor("Kubernetes v1.37.2\n") == (1, 37) == node.parse_minor("v1.37.2")
     assert node.parse_minor("1.35") == (1, 35) and node.parse_minor("") is None
+
+
+def test_etcd_kind_tells_a_kubeadm_etcd_from_a_host_service():
+    stacked, host = controls.Node(["control_plane", "etcd"]), controls.Node(["etcd"])
+    worker = controls.Node(["workers"])
+    stacked.etcd = ({"data-dir": "/var/lib/etcd"}, "manifest /etc/kubernetes/manifests/etcd.yaml")
+    host.etcd = ({"data-dir": "/var/lib/etcd"}, "etcd.service: /etc/systemd/system/etcd.service")
+    assert (stacked.etcd_kind, host.etcd_kind, worker.etcd_kind) == ("static_pod", "host", "none")

@@ -176,3 +176,19 @@ def test_records_keep_evidence_only_where_a_control_does_not_pass():
     assert {"id": "1.2.15", "status": "fail", "expected": "eq false", "evidence": "1.2.15 evidence",
             "reason": ""} in entry["results"]
     assert entry["score"] == 25.0 and entry["counts"] == {"fail": 3, "pass": 1}
+
+
+def test_the_fix_follows_how_etcd_runs_on_the_node():
+    """1.1.11/1.1.12: kubeadm's etcd is fixed by the control_plane role, a host etcd's data directory by the etcd
+    role; drift attributes a pending change, and runs a tag, only where it fixes the node's control."""
+    data_dir = [result("1.1.11", "fail")]
+    etcd_role = change("etcd data directory", ["etcd", "etcd_data_dir"])
+    control_plane_role = change("etcd user", ["control_plane", "control_plane_etcd"])
+    assert classify(CONTROLS, data_dir, [etcd_role], None, etcd="host")["drifted"] == ["1.1.11"]
+    assert classify(CONTROLS, data_dir, [etcd_role], None, etcd="static_pod")["drifted"] == []
+    assert classify(CONTROLS, data_dir, [control_plane_role], None, etcd="static_pod")["drifted"] == ["1.1.11"]
+    assert classify(CONTROLS, data_dir, [control_plane_role], None, etcd="host")["drifted"] == []
+    audit = AuditReport(CONTROLS, {"e1": data_dir, "cp1": data_dir}, etcd={"e1": "host", "cp1": "static_pod"})
+    assert audit.fix("e1", "1.1.11") == {"role": "etcd", "variable": "etcd_user", "tags": ["etcd_data_dir"]}
+    assert audit.fix("cp1", "1.1.11")["tags"] == ["control_plane_etcd"]
+    assert catalogue.fix_text(audit.fix("e1", "1.1.11")) == "role etcd, variable etcd_user, tags etcd_data_dir"
