@@ -15,13 +15,15 @@ import re
 
 try:
     from ansible.module_utils import kubeharden_manifest as manifest
-    from ansible.module_utils.kubeharden_node import deep_merge
+    from ansible.module_utils.kubeharden_node import deep_merge, parse_minor
 except ImportError:  # imported directly by unit tests and the lab
     import kubeharden_manifest as manifest
-    from kubeharden_node import deep_merge
+    from kubeharden_node import deep_merge, parse_minor
 
-# The Kubernetes minors kubeharden supports (upstream's supported releases); the lab builds exactly these.
-SUPPORTED = ((1, 35), (1, 37))
+# The Kubernetes minors kubeharden supports (upstream's supported releases). The one list: the control_plane role's
+# version check, the lab's builds and README are held to it by tests/unit/test_lab_kubernetes.py.
+SUPPORTED_MINORS = ("1.35", "1.36", "1.37")
+SUPPORTED = (parse_minor(SUPPORTED_MINORS[0]), parse_minor(SUPPORTED_MINORS[-1]))
 V1BETA3, V1BETA4 = "kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4"
 PKI_DIR = "/etc/kubernetes/pki"
 CLUSTER_DOMAIN = "cluster.local"
@@ -75,10 +77,9 @@ class ConfigError(ValueError):
 
 
 def parse_version(text: str) -> tuple[int, int]:
-    match = re.match(r"^v?(\d+)\.(\d+)", str(text).strip())
-    if not match:
+    version = parse_minor(text) if re.match(r"^v?\d", str(text).strip()) else None
+    if version is None:
         raise ConfigError(f"kubernetes_version {text!r} is not a version such as v1.37.2")
-    version = (int(match.group(1)), int(match.group(2)))
     if not SUPPORTED[0] <= version <= SUPPORTED[1]:
         raise ConfigError(f"kubernetes_version {text} is not supported: kubeharden renders kubeadm configurations "
                           f"for Kubernetes {'.'.join(map(str, SUPPORTED[0]))} to {'.'.join(map(str, SUPPORTED[1]))}")

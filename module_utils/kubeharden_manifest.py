@@ -12,6 +12,11 @@ from __future__ import annotations
 import hashlib
 import re
 
+try:
+    from ansible.module_utils.kubeharden_node import parse_minor
+except ImportError:  # imported directly by unit tests and the lab
+    from kubeharden_node import parse_minor
+
 # Flags that name a file or directory the component writes: their directory is mounted read-write.
 WRITABLE_PATH_FLAGS = frozenset({"audit-log-path", "data-dir", "cert-dir"})
 
@@ -38,10 +43,11 @@ class ManifestError(ValueError):
 
 
 def parse_version(text: str) -> tuple[int, int]:
-    match = re.search(r"v?(\d+)\.(\d+)", text or "")
-    if not match:
+    """kubeharden_node.parse_minor, refusing a text without a version."""
+    version = parse_minor(text or "")
+    if version is None:
         raise ManifestError(f"cannot read a Kubernetes version from {text!r}")
-    return int(match.group(1)), int(match.group(2))
+    return version
 
 
 def container_of(pod) -> dict:

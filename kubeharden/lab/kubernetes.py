@@ -30,7 +30,8 @@ from kubeharden.lab.errors import LabError
 from kubeharden.lab.image import cache_dir
 
 # The Kubernetes minors kubeharden supports (upstream's supported releases), each with the etcd release its
-# kubeadm accepts. Adding a minor: one line here, then `kubeharden lab build --kubernetes-version 1.NN`.
+# kubeadm accepts. The list itself is module_utils/kubeharden_kubeadm.SUPPORTED_MINORS (a unit test holds this
+# table to it); adding a minor: a line there and here, then `kubeharden lab build --kubernetes-version 1.NN`.
 SUPPORTED_MINORS = {"1.35": "v3.6.16", "1.36": "v3.6.16", "1.37": "v3.6.16"}
 DEFAULT_MINOR = "1.37"
 # The newest patch of each minor served on the day this table was written: used when the proxy cannot be asked.

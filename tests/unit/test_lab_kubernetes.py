@@ -233,9 +233,11 @@ def test_the_lab_the_roles_and_the_modules_support_the_same_window():
 
     low, high = kubeharden_kubeadm.SUPPORTED
     modules = [f"{low[0]}.{minor}" for minor in range(low[1], high[1] + 1)]
+    assert list(kubeharden_kubeadm.SUPPORTED_MINORS) == modules
     role_vars = yaml.safe_load((ROOT / "roles/control_plane/vars/main.yml").read_text())
     assert list(kubernetes.SUPPORTED_MINORS) == modules == role_vars["control_plane_supported_minors"]
     assert modules[-1] == kubernetes.DEFAULT_MINOR
+    assert f"`control_plane_kubernetes_version` ({modules[0]} to {modules[-1]})" in (ROOT / "README.md").read_text()
 
 
 def test_a_failing_step_on_a_node_names_the_node_the_step_and_the_end_of_its_output(monkeypatch):

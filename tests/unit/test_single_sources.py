@@ -1,0 +1,52 @@
+"""Facts written in two places are held to one: the catalogue states what a control expects, the roles' defaults
+must satisfy it. (The supported Kubernetes releases: tests/unit/test_lab_kubernetes.py.)"""
+
+from __future__ import annotations
+
+import re
+
+import kubeharden_controls
+import kubeharden_kubeadm
+
+from kubeharden import catalogue
+
+
+def _templated(value) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _default_for(control: dict, defaults: dict) -> tuple[bool, object]:
+    """The value the remediation variable's default gives to what the control's check reads, if it names one."""
+    value = defaults.get(control["remediation"]["role"], {}).get(control["remediation"]["variable"])
+    check = control["check"]
+    name = check.get("key") or check.get("flag")
+    if not isinstance(value, dict) or not isinstance(name, str):
+        return False, None
+    if check["read"] == "sshd":  # sshd -T prints lower-case names and yes/no
+        value = {k.lower(): ({True: "yes", False: "no"}[v] if isinstance(v, bool) else v) for k, v in value.items()}
+    for part in [name] if name in value else name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return not _templated(value), value
+
+
+def test_the_roles_defaults_give_every_control_they_set_the_value_the_catalogue_expects():
+    """Direction: the catalogue states the expected value (the benchmark's rule, often a bound such as
+    MaxAuthTries <= 4); a role's default is a choice within it (3). A default outside the rule fails here."""
+    defaults, compared, wrong = catalogue.role_defaults(), [], []
+    for control in catalogue.load():
+        found, value = _default_for(control, defaults)
+        check = control["check"]
+        if not found or check["read"] in kubeharden_controls.OFFENDER_READERS or "op" not in check:
+            continue
+        check, _rule = kubeharden_controls.check_at(check, kubeharden_controls.node.parse_minor(
+            kubeharden_kubeadm.SUPPORTED_MINORS[-1]))
+        compared.append(control["id"])
+        if not kubeharden_controls.compare(check["op"], value, check.get("value")):
+            wrong.append(f"{control['id']}: {control['remediation']['variable']} gives {value!r}, the catalogue "
+                         f"expects {check['op']} {check.get('value')!r}")
+    assert not wrong, "\n".join(wrong)
+    # What it covers: sysctls, sshd settings, kubelet settings and component flags (not only one kind).
+    assert {re.sub(r"[.-]\d+$", "", cid) for cid in compared} >= {"KH-OS-1", "KH-OS-8", "4.2", "1.2", "1.3"}
+    assert len(compared) >= 60, compared
