@@ -21,6 +21,11 @@ import tempfile
 from dataclasses import dataclass, field
 from functools import cache
 
+try:
+    from ansible.module_utils.kubeharden_node import run
+except ImportError:  # imported directly by unit tests
+    from kubeharden_node import run
+
 PKI_DIR = "/etc/kubernetes/pki"
 KUBECONFIG_DIR = "/etc/kubernetes"
 KUBELET_PKI_DIR = "/var/lib/kubelet/pki"
@@ -406,7 +411,7 @@ def collect(load_yaml, pki_dir: str = PKI_DIR, kubeconfig_dir: str = KUBECONFIG_
 # -- judging ----------------------------------------------------------------------------------------------
 
 def openssl(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True, check=False, timeout=60)
+    return run(["openssl", *args], stdin=stdin, timeout=60)
 
 
 @cache  # asked for the same key by the renewal's preflight and by the inventory

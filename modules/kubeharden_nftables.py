@@ -88,12 +88,14 @@ import subprocess
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_files import atomic_write, backup
 from ansible.module_utils.kubeharden_nft import RuleError, covers, parse_ports, render
+from ansible.module_utils.kubeharden_node import run
+from ansible.module_utils.kubeharden_rollback import RollbackTimer
 
-ROLLBACK_UNIT = "kubeharden-firewall-rollback"
+ROLLBACK = RollbackTimer("kubeharden-firewall-rollback")
 
 
 def nft(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["nft", *args], capture_output=True, text=True, check=False)
+    return run(["nft", *args])
 
 
 def read(path: str) -> str | None:
@@ -117,12 +119,6 @@ def check_must_allow(rules: list[dict], must_allow: dict) -> None:
                     "loading it would lock the play out (check the admin CIDRs and SSH port)")
 
 
-def disarm() -> None:
-    subprocess.run(["systemctl", "stop", f"{ROLLBACK_UNIT}.timer", f"{ROLLBACK_UNIT}.service"],
-                   capture_output=True, check=False)
-    subprocess.run(["systemctl", "reset-failed", f"{ROLLBACK_UNIT}.service"], capture_output=True, check=False)
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -142,11 +138,10 @@ def main() -> None:
     loaded_listing = f"{p['state_dir']}/loaded.listing"
 
     if p["state"] == "confirmed":
-        armed = subprocess.run(["systemctl", "is-active", f"{ROLLBACK_UNIT}.timer"], capture_output=True,
-                               text=True, check=False).stdout.strip() == "active"
+        armed = ROLLBACK.armed()
         if module.check_mode:
             module.exit_json(changed=armed, rollback_armed=armed)
-        disarm()
+        ROLLBACK.disarm()
         changed = armed
         text = read(candidate)
         if text is not None and text != read(p["persist_path"]):
@@ -189,17 +184,15 @@ def main() -> None:
     family, name = p["table"].split()
     previous = f"table {family} {name}\ndelete table {family} {name}\n" + (live.stdout if live.returncode == 0 else "")
     atomic_write(rollback_file, previous, mode=0o600)
-    disarm()
+    ROLLBACK.disarm()
     if p["rollback_seconds"]:
-        armed = subprocess.run(["systemd-run", f"--unit={ROLLBACK_UNIT}", f"--on-active={p['rollback_seconds']}",
-                                "--timer-property=AccuracySec=1s", "/usr/sbin/nft", "-f", rollback_file],
-                               capture_output=True, text=True, check=False)
-        if armed.returncode != 0:
-            module.fail_json(msg=f"could not arm the rollback timer, nothing loaded: {armed.stderr.strip()}")
+        refused = ROLLBACK.arm(p["rollback_seconds"], ["/usr/sbin/nft", "-f", rollback_file])
+        if refused:
+            module.fail_json(msg=f"could not arm the rollback timer, nothing loaded: {refused}")
         result["rollback_armed"] = True
     loaded = nft("-f", candidate)
     if loaded.returncode != 0:
-        disarm()
+        ROLLBACK.disarm()
         module.fail_json(msg=f"nft could not load the table (the previous one stays): {loaded.stderr.strip()}")
     if not p["rollback_seconds"]:  # nothing to confirm: persist now
         os.makedirs(os.path.dirname(p["persist_path"]), exist_ok=True)

@@ -47,12 +47,13 @@ changed_units:
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kubeharden_node import run
 
 KEYS = {"name", "enabled", "masked", "state", "restart"}
 
 
 def systemctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
+    return run(["systemctl", *args])
 
 
 def unit_state(name: str) -> dict[str, str]:

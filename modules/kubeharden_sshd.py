@@ -97,11 +97,11 @@ import os
 import pwd
 import re
 import shutil
-import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_node import run
 from ansible.module_utils.kubeharden_os import (
     lockout_reasons,
     parse_sshd_t,
@@ -109,25 +109,17 @@ from ansible.module_utils.kubeharden_os import (
     sshd_word,
     supported_algorithms,
 )
+from ansible.module_utils.kubeharden_rollback import RollbackTimer
 
 HEADER = "sshd settings from kubeharden (role node_os); read first, so they win. Edit node_os_ssh_*, not this file."
-ROLLBACK_UNIT = "kubeharden-sshd-rollback"
+ROLLBACK = RollbackTimer("kubeharden-sshd-rollback")
 QUERY = {"ciphers": "cipher", "macs": "mac", "kexalgorithms": "kex"}
 TIME_KEYS = {"logingracetime", "clientaliveinterval"}
 
 
-def run(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=False)
-
-
-def disarm() -> None:
-    run("systemctl", "stop", f"{ROLLBACK_UNIT}.timer", f"{ROLLBACK_UNIT}.service")
-    run("systemctl", "reset-failed", f"{ROLLBACK_UNIT}.service")
-
-
 def ssh_service() -> str | None:
     for unit in ("ssh.service", "sshd.service"):
-        if run("systemctl", "is-active", unit).stdout.strip() == "active":
+        if run(["systemctl", "is-active", unit]).stdout.strip() == "active":
             return unit
     return None
 
@@ -160,10 +152,10 @@ def simulate(module, main_text: str, dropin: str, candidate: str, user: str, add
         main = os.path.join(workdir, "sshd_config")
         with open(main, "w") as handle:
             handle.write(included.sub(lambda m: m.group(1) + copy + "/", main_text))
-        checked = run("sshd", "-t", "-f", main)
+        checked = run(["sshd", "-t", "-f", main])
         if checked.returncode != 0:
             module.fail_json(msg=f"sshd rejects the new configuration, nothing written: {checked.stderr.strip()}")
-        shown = run("sshd", "-T", "-f", main, "-C", f"user={user},host=localhost,addr={address}")
+        shown = run(["sshd", "-T", "-f", main, "-C", f"user={user},host=localhost,addr={address}"])
         if shown.returncode != 0:
             module.fail_json(msg=f"sshd -T failed on the new configuration, nothing written: {shown.stderr.strip()}")
         return parse_sshd_t(shown.stdout)
@@ -197,9 +189,9 @@ def main() -> None:
     )
     p = module.params
     if p["state"] == "confirmed":
-        armed = run("systemctl", "is-active", f"{ROLLBACK_UNIT}.timer").stdout.strip() == "active"
+        armed = ROLLBACK.armed()
         if armed and not module.check_mode:
-            disarm()
+            ROLLBACK.disarm()
         module.exit_json(changed=armed, rollback_armed=False, effective={}, crypto={})
     if not shutil.which("sshd") and not os.path.exists("/usr/sbin/sshd"):
         module.fail_json(msg="sshd is not installed on this node")
@@ -213,7 +205,7 @@ def main() -> None:
         kind = QUERY.get(key.lower())
         if kind is None or not isinstance(preferred, list):
             module.fail_json(msg=f"crypto: {key!r} is not one of Ciphers, MACs, KexAlgorithms with a list")
-        offered = set(run("ssh", "-Q", kind).stdout.split())
+        offered = set(run(["ssh", "-Q", kind]).stdout.split())
         crypto[key] = supported_algorithms(preferred, offered)
         if not crypto[key]:
             module.fail_json(msg=f"crypto: none of {', '.join(preferred)} is offered by this OpenSSH "
@@ -257,18 +249,17 @@ def main() -> None:
                 result["backup_file"] = backup(p["dropin"], p["backup_dir"])
                 restore = f"cp -p {result['backup_file']} {p['dropin']}"
             service = ssh_service()
-            disarm()
+            ROLLBACK.disarm()
             if p["rollback_seconds"] and service:
-                armed = run("systemd-run", f"--unit={ROLLBACK_UNIT}", f"--on-active={p['rollback_seconds']}",
-                            "--timer-property=AccuracySec=1s", "/bin/sh", "-c",
-                            f"{restore} && systemctl reload {service}")
-                if armed.returncode != 0:
-                    module.fail_json(msg=f"could not arm the rollback timer, nothing written: {armed.stderr.strip()}")
+                refused = ROLLBACK.arm(p["rollback_seconds"],
+                                       ["/bin/sh", "-c", f"{restore} && systemctl reload {service}"])
+                if refused:
+                    module.fail_json(msg=f"could not arm the rollback timer, nothing written: {refused}")
                 result["rollback_armed"] = True
             os.makedirs(os.path.dirname(p["dropin"]), mode=0o755, exist_ok=True)
             atomic_write(p["dropin"], candidate, mode=0o600)
             if service:
-                reloaded = run("systemctl", "reload", service)
+                reloaded = run(["systemctl", "reload", service])
                 if reloaded.returncode != 0:
                     module.fail_json(msg=f"sshd did not reload: {reloaded.stderr.strip()}", **result)
     module.exit_json(**result)
