@@ -1,0 +1,118 @@
+"""The roles' logic that used to live in Jinja expressions: the apiserver's flags, the firewall's port matrix and
+the units node_os manages, as plain functions (roles/*/filter_plugins)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+
+def load(role: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "roles" / role / "filter_plugins" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+apiserver = load("control_plane", "apiserver_flags").apiserver_effective_flags
+firewall = load("firewall", "firewall_rules").firewall_node_rules
+units = load("node_os", "node_os_units").node_os_managed_units
+CONTROL_PLANE = yaml.safe_load((ROOT / "roles/control_plane/defaults/main.yml").read_text())
+
+
+def apiserver_flags(**changes):
+    choices = {"audit_log": CONTROL_PLANE["control_plane_audit_log"], "admission_dir": "/etc/kubernetes/admission",
+               "authentication_dir": "/etc/kubernetes/authentication",
+               "tls_cipher_suites": CONTROL_PLANE["control_plane_tls_cipher_suites"], "request_timeout": "",
+               "kubelet_certificate_authority": "/etc/kubernetes/pki/ca.crt", "encryption_config_exists": True,
+               "encryption_provider_config": "/etc/kubernetes/enc/encryption-config.yaml",
+               "encryption_automatic_reload": False, "anonymous_mode": "endpoints", "extra_flags": {}}
+    return apiserver(CONTROL_PLANE["control_plane_apiserver_flags"], **{**choices, **changes})
+
+
+def test_the_apiserver_gets_a_flag_for_each_choice_of_the_defaults():
+    flags = apiserver_flags()
+    assert flags["audit-log-path"] == "/var/log/kubernetes/audit/audit.log" and flags["audit-log-maxage"] == "30"
+    assert flags["admission-control-config-file"] == "/etc/kubernetes/admission/admission-config.yaml"
+    assert flags["tls-cipher-suites"] == ",".join(CONTROL_PLANE["control_plane_tls_cipher_suites"])
+    assert flags["kubelet-certificate-authority"] == "/etc/kubernetes/pki/ca.crt"
+    assert flags["encryption-provider-config-automatic-reload"] is None  # removed: the restart picks keys up
+    assert flags["anonymous-auth"] is None  # the AuthenticationConfiguration decides instead
+    assert flags["authentication-config"] == "/etc/kubernetes/authentication/authentication-config.yaml"
+    assert "request-timeout" not in flags
+
+
+@pytest.mark.parametrize(("changes", "expected", "absent"), [
+    ({"anonymous_mode": "disabled"}, {"anonymous-auth": "false"}, ["authentication-config"]),
+    ({"encryption_config_exists": False}, {}, ["encryption-provider-config"]),
+    ({"encryption_automatic_reload": True}, {"encryption-provider-config-automatic-reload": "true"}, []),
+    ({"tls_cipher_suites": [], "kubelet_certificate_authority": ""}, {},
+     ["tls-cipher-suites", "kubelet-certificate-authority"]),
+    ({"request_timeout": "300s"}, {"request-timeout": "300s"}, []),
+    ({"extra_flags": {"profiling": "true", "audit-log-maxage": "90"}}, {"profiling": "true", "audit-log-maxage": "90"},
+     []),
+])
+def test_each_apiserver_choice_changes_only_its_flags(changes, expected, absent):
+    flags = apiserver_flags(**changes)
+    assert {name: flags[name] for name in expected} == expected
+    assert not set(absent) & set(flags)
+
+
+FIREWALL_CHOICES = {
+    "ssh_port": 22, "admin_cidrs": ["192.0.2.0/24"], "control_plane_addresses": ["10.0.0.1", "10.0.0.2"],
+    "pod_cidrs": ["10.244.0.0/16"], "is_control_plane": False, "apiserver_sources": ["0.0.0.0/0"],
+    "etcd_addresses": ["10.0.0.2", "10.0.0.5"], "is_worker": True, "kube_proxy_health_sources": ["10.0.0.0/8"],
+    "nodeports_enabled": False, "nodeport_range": "30000-32767", "nodeport_sources": ["0.0.0.0/0"],
+    "cni_presets": [], "cni_ports": {"vxlan": [{"proto": "udp", "ports": ["4789", "8472"]}]},
+    "cluster_addresses": ["10.0.0.1", "10.0.0.9"]}
+
+
+def node_rules(extra=(), **changes):
+    return firewall(list(extra), **{**FIREWALL_CHOICES, **changes})
+
+
+def test_a_worker_opens_ssh_kubelet_and_kube_proxy_health_only():
+    rules = node_rules()
+    assert [(r["comment"], r["ports"]) for r in rules] == [
+        ("ssh", ["22"]), ("kubelet API from control plane and pods", ["10250"]), ("kube-proxy health", ["10256"])]
+    assert rules[1]["sources"] == ["10.0.0.1", "10.0.0.2", "10.244.0.0/16"]
+
+
+def test_a_control_plane_node_opens_the_apiserver_and_etcd_to_members_and_control_planes_once_each():
+    rules = {r["comment"]: r for r in node_rules(is_control_plane=True, is_worker=False)}
+    assert rules["kube-apiserver"]["ports"] == ["6443"] and "kube-proxy health" not in rules
+    assert rules["etcd from members and control plane"]["sources"] == ["10.0.0.2", "10.0.0.5", "10.0.0.1"]
+
+
+def test_nodeports_cni_presets_and_extra_rules_come_last():
+    exporter = {"proto": "tcp", "ports": ["9100"], "sources": ["10.0.0.0/8"], "comment": "node exporter"}
+    rules = node_rules([exporter], nodeports_enabled=True, cni_presets=["vxlan"])
+    assert [r["comment"] for r in rules][-4:] == ["NodePort tcp", "NodePort udp", "CNI between nodes", "node exporter"]
+    assert rules[-2] == {"proto": "udp", "ports": ["4789", "8472"], "sources": ["10.0.0.1", "10.0.0.9"],
+                         "comment": "CNI between nodes"}
+
+
+def node_units(pending=(), **changes):
+    choices = {"container": False, "auditd": True, "services": True, "swap_off": True, "time_sync": True,
+               "has_chrony": False, "apparmor": True, "security_packages": ["fail2ban", "debsums"],
+               "changed_files": []}
+    return {u["name"]: u for u in units(list(pending), **{**choices, **changes})}
+
+
+def test_node_os_starts_its_daemons_on_a_machine_and_only_enables_them_in_a_container():
+    machine, container = node_units(), node_units(container=True)
+    assert machine["auditd.service"]["state"] == "started" and container["auditd.service"]["state"] is None
+    assert machine["systemd-timesyncd.service"]["enabled"] and "chrony.service" in node_units(has_chrony=True)
+    assert machine["swap.target"] == {"name": "swap.target", "masked": True}
+    assert machine["fail2ban.service"]["restart"] is False
+    assert node_units(changed_files=["/etc/fail2ban/jail.local"])["fail2ban.service"]["restart"] is True
+
+
+def test_a_unit_whose_package_is_not_installed_yet_is_left_alone_in_check_mode():
+    pending = node_units(pending=["auditd", "apparmor", "fail2ban"])
+    assert not {"auditd.service", "apparmor.service", "fail2ban.service"} & set(pending)
+    assert set(node_units(services=False)) == {"auditd.service"}
