@@ -188,3 +188,23 @@ def test_every_reader_reads_only_the_keys_checks_yml_declares_for_its_type():
             todo.extend(calls[name])
         declared = set(types["reads"][read]["keys"]) | set(types["common"])
         assert read_keys <= declared, f"{reader.__name__} reads {read_keys - declared}: declare them in checks.yml"
+
+
+def test_every_fix_names_tags_that_select_tasks_of_its_role():
+    """`drift --remediate` runs a control's tags: every tag must select some task, and one of them a task of the
+    fixing role (in the role, or where a playbook includes it), for every topology a control names a fix for."""
+    files = {path: path.read_text() for path in [*ROOT.glob("roles/*/tasks/*.yml"), *ROOT.glob("playbooks/*.yml")]}
+
+    def tagged(tag: str, role: str | None = None) -> bool:
+        return any(re.search(rf"tags:.*[\[ ,]{re.escape(tag)}[\], ]", text) for path, text in files.items()
+                   if role is None or f"/roles/{role}/" in str(path) or f"name: {role}\n" in text)
+
+    missing = []
+    for control in catalogue.load():
+        fixes = [control["remediation"], *([control["remediation"]["etcd_host"]]
+                                           if "etcd_host" in control["remediation"] else [])]
+        for fix in fixes:
+            missing += [f"{control['id']}: no task has tag {tag}" for tag in fix["tags"] if not tagged(tag)]
+            if fix["tags"] and not any(tagged(tag, fix["role"]) for tag in fix["tags"]):
+                missing.append(f"{control['id']}: no tag of {fix['tags']} selects a task of role {fix['role']}")
+    assert missing == []
