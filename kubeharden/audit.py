@@ -52,6 +52,7 @@ class AuditReport:
         """What a history record keeps of the node: its score, counts and every result."""
         results = self.results[node]
         return {"score": self.score(node), "counts": dict(Counter(r["status"] for r in results)),
+                "etcd": self.etcd.get(node, ""),
                 # Passing results keep only their status: records stay small for large fleets.
                 "results": [{k: r.get(k) for k in (("id", "status") if r["status"] == "pass" else
                                                    ("id", "status", "expected", "evidence", "reason"))}

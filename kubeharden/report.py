@@ -130,14 +130,13 @@ def to_html(records: list[dict], trend_runs: int = 30) -> str:
         for result in sorted((r for r in entry["results"] if r["status"] in ("fail", "error")),
                              key=lambda r: catalogue.sort_key(r["id"])):
             control = controls.get(result["id"], {"title": "(not in this catalogue)", "severity": "low",
-                                                  "remediation": {"role": "?", "tags": []}})
+                                                  "remediation": {"role": "?", "variable": "?", "tags": []}})
             drift = " <span class='tag drift'>drifted</span>" if result["id"] in entry.get("drifted", []) else ""
             evidence = detail(result)
-            fix = control["remediation"]
             parts.append(f"<tr><td>{e(node)}</td><td><b>{e(result['id'])}</b>{drift}<br>{e(control['title'])}</td>"
                          f"<td><span class='tag {e(control['severity'])}'>{e(control['severity'])}</span></td>"
                          f"<td><code>{e(str(evidence))}</code></td>"
-                         f"<td>role {e(fix['role'])}<br>tags {e(', '.join(fix.get('tags', [])) or '-')}</td></tr>")
+                         f"<td>{e(catalogue.fix_text(catalogue.remediation_for(control, entry.get("etcd"))))}</td></tr>")
     parts.append("</table>")
     return _page("".join(parts))
 

@@ -397,6 +397,8 @@ def file_facts(path: str) -> dict:
             "is_dir": stat.S_ISDIR(info.st_mode)}
 
 
-def run(argv: list[str], stdin: str | None = None, timeout: int = 30) -> subprocess.CompletedProcess:
-    """The one way kubeharden's node code runs a command: output captured as text, never raising on its exit."""
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=timeout)
+def run(argv: list[str], stdin: str | None = None, timeout: int | None = 30,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """The one way kubeharden's node code runs a command: output captured as text, never raising on its exit.
+    `timeout` None for a command whose length depends on the node (apt-get)."""
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=timeout, env=env)

@@ -75,11 +75,10 @@ auditd:
 
 import os
 import shutil
-import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
-from ansible.module_utils.kubeharden_node import in_container
+from ansible.module_utils.kubeharden_node import in_container, run
 from ansible.module_utils.kubeharden_os import audit_rule_directory, audit_rule_error
 
 HEADER = "# Audit rules set by kubeharden (role node_os). Edit node_os_auditd_rules, not this file.\n"
@@ -88,8 +87,7 @@ HEADER = "# Audit rules set by kubeharden (role node_os). Edit node_os_auditd_ru
 def syscall_table(arch: str | None) -> set[str] | None:
     if not shutil.which("ausyscall"):
         return None
-    done = subprocess.run(["ausyscall", *([arch] if arch else []), "--dump"], capture_output=True, text=True,
-                          check=False)
+    done = run(["ausyscall", *([arch] if arch else []), "--dump"])
     if done.returncode != 0:
         return None
     return {line.split()[1] for line in done.stdout.splitlines()[1:] if len(line.split()) == 2}
@@ -136,8 +134,7 @@ def main() -> None:
     changed = [path for path, text in files.items() if (text or "") != before[path]
                and not (text is None and not os.path.exists(path))]
     container = in_container()
-    state = subprocess.run(["systemctl", "is-active", "auditd.service"], capture_output=True, text=True,
-                           check=False).stdout.strip() or "unknown"
+    state = run(["systemctl", "is-active", "auditd.service"]).stdout.strip() or "unknown"
     result["auditd"] = state + (" (auditd cannot run in a container: rules installed, not loaded)"
                                 if container and state != "active" else "")
     if changed:
@@ -155,14 +152,14 @@ def main() -> None:
                     os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
                     atomic_write(path, files[path], mode=0o640)
             if p["load"] and state == "active":
-                loaded = subprocess.run(["augenrules", "--load"], capture_output=True, text=True, check=False)
+                loaded = run(["augenrules", "--load"], timeout=120)
                 if loaded.returncode != 0:
                     for path in changed:
                         if before[path]:
                             atomic_write(path, before[path], mode=0o640)
                         elif os.path.exists(path):
                             os.unlink(path)
-                    subprocess.run(["augenrules", "--load"], capture_output=True, check=False)
+                    run(["augenrules", "--load"], timeout=120)
                     module.fail_json(msg="the kernel rejected the rules; previous files restored: "
                                          + (loaded.stderr or loaded.stdout).strip())
                 result["loaded"] = True

@@ -66,11 +66,10 @@ swap_turned_off:
 """
 
 import os
-import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
-from ansible.module_utils.kubeharden_node import in_container, mount_options, read_text
+from ansible.module_utils.kubeharden_node import in_container, mount_options, read_text, run
 from ansible.module_utils.kubeharden_os import fstab_add_options, fstab_comment_swap
 
 KNOWN_OPTIONS = {"nodev", "nosuid", "noexec", "ro", "noatime", "relatime", "nodiratime"}
@@ -101,7 +100,7 @@ def main() -> None:
         if active and not in_container():
             result["swap_turned_off"] = True
             if not module.check_mode:
-                done = subprocess.run(["swapoff", "--all"], capture_output=True, text=True, check=False)
+                done = run(["swapoff", "--all"], timeout=None)
                 if done.returncode != 0:
                     module.fail_json(msg=f"swapoff --all failed: {done.stderr.strip()}", **result)
     for mountpoint, options in sorted(p["mounts"].items()):
@@ -120,8 +119,7 @@ def main() -> None:
         if missing and p["remount"]:
             result["remounted"].append(mountpoint)
             if not module.check_mode:
-                done = subprocess.run(["mount", "-o", "remount," + ",".join(missing), mountpoint],
-                                      capture_output=True, text=True, check=False)
+                done = run(["mount", "-o", "remount," + ",".join(missing), mountpoint])
                 if done.returncode != 0:
                     module.fail_json(msg=f"remounting {mountpoint} with {','.join(missing)} failed: "
                                          f"{done.stderr.strip()}", **result)

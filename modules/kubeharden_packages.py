@@ -59,16 +59,15 @@ purged:
 
 import os
 import re
-import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kubeharden_node import run
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9+.\-]+$")
 
 
 def package_states() -> dict[str, str]:
-    done = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n"], capture_output=True,
-                          text=True, check=False)
+    done = run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n"])
     states = {}
     for line in done.stdout.splitlines():
         parts = line.split()
@@ -79,8 +78,7 @@ def package_states() -> dict[str, str]:
 
 def apt_get(module: AnsibleModule, *args: str) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "NEEDRESTART_MODE": "l"}
-    done = subprocess.run(["apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold", *args],
-                          capture_output=True, text=True, env=env, check=False)
+    done = run(["apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold", *args], env=env, timeout=None)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
         module.fail_json(msg=f"apt-get {' '.join(args[:2])} failed (exit {done.returncode}): {tail}")
