@@ -133,10 +133,11 @@ def to_html(records: list[dict], trend_runs: int = 30) -> str:
                                                   "remediation": {"role": "?", "variable": "?", "tags": []}})
             drift = " <span class='tag drift'>drifted</span>" if result["id"] in entry.get("drifted", []) else ""
             evidence = detail(result)
+            fix = catalogue.fix_text(catalogue.remediation_for(control, entry.get("etcd")))
             parts.append(f"<tr><td>{e(node)}</td><td><b>{e(result['id'])}</b>{drift}<br>{e(control['title'])}</td>"
                          f"<td><span class='tag {e(control['severity'])}'>{e(control['severity'])}</span></td>"
                          f"<td><code>{e(str(evidence))}</code></td>"
-                         f"<td>{e(catalogue.fix_text(catalogue.remediation_for(control, entry.get("etcd"))))}</td></tr>")
+                         f"<td>{e(fix)}</td></tr>")
     parts.append("</table>")
     return _page("".join(parts))
 
