@@ -216,7 +216,8 @@ def parse_certificate(der: bytes) -> Certificate:
         raise ValueError(f"not an X.509 certificate ({exc})") from None
 
 
-def _read_extension(cert: Certificate, oid: str, value: bytes) -> str | None:
+def _read_extension(cert: Certificate | CertificateRequest, oid: str, value: bytes) -> str | None:
+    """Record what one extension says on a certificate or a request (both carry the same fields); its name."""
     if oid == "2.5.29.17":
         for tag, item, _der in _children(_read_tlv(value, 0)[1]):
             if tag == 0x82:
@@ -259,6 +260,8 @@ class CertificateRequest:
     extended_key_usage: list[str] = field(default_factory=list)
     extensions: list[str] = field(default_factory=list)  # every requested extension, by name or OID
     is_ca: bool = False
+    has_subject_key_id: bool = False
+    has_authority_key_id: bool = False
 
 
 def parse_request(der: bytes) -> CertificateRequest:
@@ -282,15 +285,8 @@ def parse_request(der: bytes) -> CertificateRequest:
                     for _tag, extension, _der in _children(extensions):
                         parts = _children(extension)
                         extension_oid = _oid(parts[0][1])
-                        # Certificate and request extensions share one reader; copy what it found.
-                        holder = Certificate([], [], b"", b"", dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC), 0,
-                                             "", "", 0, None, b"")
-                        name = _read_extension(holder, extension_oid, parts[-1][1])
+                        name = _read_extension(request, extension_oid, parts[-1][1])
                         request.extensions.append(name or extension_oid)
-                        request.sans += holder.sans
-                        request.key_usage += holder.key_usage
-                        request.extended_key_usage += holder.extended_key_usage
-                        request.is_ca = request.is_ca or holder.is_ca
         return request
     except (IndexError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"not a certificate request ({exc})") from None
