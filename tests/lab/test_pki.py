@@ -109,9 +109,9 @@ def test_a_second_run_renews_nothing(pki_lab):
 
 
 def test_etcds_own_copies_follow_a_renewal(pki_lab):
-    # The control_plane role runs etcd as the etcd user, from etcd-owned copies of its certificates.
-    hardened = playbook(pki_lab, "control-plane.yml", "--limit", "cp3",  # stock kubelets: no 1.2.5 here
-                        "-e", "control_plane_kubelet_certificate_authority=")
+    # The control_plane role runs etcd as the etcd user, from etcd-owned copies of its certificates (its etcd step
+    # only: the other components' hardening is not what this test is about, and each restart costs a minute).
+    hardened = playbook(pki_lab, "control-plane.yml", "--limit", "cp3", "--tags", "control_plane_etcd")
     assert hardened.returncode == 0, hardened.stdout[-2000:]
     assert "/etc/kubernetes/etcd-pki/server.crt" in sh(pki_lab, "cp3", "cat /etc/kubernetes/manifests/etcd.yaml")
     before = served_end(pki_lab, "cp3", 2379)
