@@ -51,12 +51,9 @@ def benchmark_for(minor: str | None) -> str:
     return f"{newest} (the newest; Kubernetes {minor or 'of unknown version'} has no benchmark of its own yet)"
 
 
-def _longest_prefix(control_id: str, table: dict):
-    best = ""
-    for prefix in table:
-        if matches(control_id, prefix) and len(prefix) > len(best):
-            best = prefix
-    return table[best] if best else None
+def _longest_prefix(control_id: str, prefixes) -> str | None:
+    """The longest of `prefixes` that selects the ID (see `matches`), or None."""
+    return max((p for p in prefixes if matches(control_id, p)), key=len, default=None)
 
 
 class CatalogueError(ValueError):
@@ -152,9 +149,9 @@ def validate(controls: list[dict]) -> None:
                 problems.append(f"{cid}: {where} needs a role and a variable")
             elif not isinstance(fix.get("tags"), list):
                 problems.append(f"{cid}: {where}.tags (or its section's tags) must be a list")
-            elif set(fix) - REMEDIATION_FIELDS - ({"etcd_host"} if where == "remediation" else set()):
-                problems.append(f"{cid}: {where} has {sorted(set(fix) - REMEDIATION_FIELDS)}; it takes "
-                                f"{sorted(REMEDIATION_FIELDS)} (and etcd_host: the fix where etcd is a host service)")
+            elif extra := set(fix) - REMEDIATION_FIELDS - ({"etcd_host"} if where == "remediation" else set()):
+                problems.append(f"{cid}: {where} has {sorted(extra)}; it takes {sorted(REMEDIATION_FIELDS)} "
+                                "(and etcd_host: the fix where etcd is a host service)")
     if problems:
         raise CatalogueError("invalid catalogue:\n  " + "\n  ".join(problems))
 
@@ -168,7 +165,7 @@ def _read_part(path: Path) -> list[dict]:
     controls = []
     for entry in document["controls"]:
         control = _merge(defaults, entry)
-        prefix = _longest_prefix(str(control.get("id", "")), {prefix: prefix for prefix in sections})
+        prefix = _longest_prefix(str(control.get("id", "")), sections)
         if prefix:
             control["section"] = f"{prefix} {sections[prefix]['title']}"
             control["remediation"].setdefault("tags", sections[prefix].get("tags"))
