@@ -24,6 +24,13 @@ options:
         the flags (an annotation that asks for a restart), this is what tells the new process from the old.
     type: bool
     default: false
+  pod_log_dir:
+    description:
+      - Where the kubelet keeps container logs (C(<namespace>_<pod>-<node>_<uid>/<container>/<restart>.log)).
+        While the process does not run the manifest, the last lines of the component's newest container log
+        say why (an unknown flag, a file it cannot read).
+    type: path
+    default: /var/log/pods
 author:
   - kubeharden project (@kubeharden)
 """
@@ -52,13 +59,25 @@ differences:
   description: Flags that differ between the manifest and the closest running process.
   returned: always
   type: dict
+last_log:
+  description: The last lines (at most 20) of the component's newest container log, without the log's own
+    time and stream prefix; empty while the process runs the manifest.
+  returned: always
+  type: list
+  elements: str
+last_error:
+  description: The last of those lines that reports an error (the component's reason for stopping), or "".
+  returned: always
+  type: str
 flags:
   description: The manifest's flags (name without dashes to value), such as etcd's C(data-dir).
   returned: always
   type: dict
 """
 
+import glob
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_node import (
@@ -70,10 +89,35 @@ from ansible.module_utils.kubeharden_node import (
     process_started,
 )
 
+LOG_LINES = 20
+# "Error: unknown flag: --x", klog's "E1201 12:00:00.000000 ..." and "F1201 ...", or a line that says failed.
+ERROR_LINE = re.compile(r"^(Error:|[EF]\d{4} )|error|failed", re.IGNORECASE)
+
+
+def last_log(pod_log_dir: str, namespace: str, pod: str, container: str) -> list[str]:
+    """The last lines of the newest log the kubelet wrote for this static pod's container (any node, any uid)."""
+    pattern = os.path.join(glob.escape(pod_log_dir), f"{namespace}_{pod}-*_*", container, "*.log")
+    logs = sorted(glob.glob(pattern), key=os.path.getmtime)
+    if not logs:
+        return []
+    try:
+        with open(logs[-1], encoding="utf-8", errors="replace") as handle:
+            tail = handle.readlines()[-LOG_LINES:]
+    except OSError:
+        return []
+    # CRI log lines: <time> <stream> <P|F> <text>
+    return [parts[3] if len(parts) == 4 else line.rstrip("\n")
+            for line in tail for parts in [line.rstrip("\n").split(" ", 3)]]
+
+
+def last_error(lines: list[str]) -> str:
+    return next((line for line in reversed(lines) if ERROR_LINE.search(line)), "")
+
 
 def main() -> None:
     module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True},
-                                          "started_after_manifest": {"type": "bool", "default": False}},
+                                          "started_after_manifest": {"type": "bool", "default": False},
+                                          "pod_log_dir": {"type": "path", "default": "/var/log/pods"}},
                            supports_check_mode=True)
     path = module.params["path"]
     try:
@@ -98,8 +142,12 @@ def main() -> None:
             break
         if not best or len(differences) < len(best):
             best = differences
+    logged = []
+    if best:
+        logged = last_log(module.params["pod_log_dir"], pod.get("metadata", {}).get("namespace", "kube-system"),
+                          pod.get("metadata", {}).get("name", ""), pod["spec"]["containers"][0].get("name", ""))
     module.exit_json(changed=False, current=not best, pids=[pid for pid, _argv in running], differences=best,
-                     flags=wanted)
+                     flags=wanted, last_log=logged, last_error=last_error(logged))
 
 
 if __name__ == "__main__":

@@ -30,8 +30,18 @@ def test_the_apiserver_is_not_told_to_verify_kubelets_it_cannot_verify(gate_lab)
     assert docker.exec_(container, "sha256sum", MANIFEST).stdout == before
 
 
-def test_gate_restores_the_manifest_when_the_apiserver_does_not_come_back(gate_lab):
-    """A flag the real kube-apiserver refuses keeps it from starting: the previous manifest comes back."""
+REFUSED_CHANGES = {  # a change the real kube-apiserver refuses at start, and what its own error names
+    "unknown flag": ({"no-such-flag": "true"}, "unknown flag: --no-such-flag"),
+    "unreadable file": ({"egress-selector-config-file": "/etc/kubernetes/pki/no-such-egress.yaml"},
+                        "/etc/kubernetes/pki/no-such-egress.yaml"),
+}
+
+
+@pytest.mark.parametrize("change", REFUSED_CHANGES, ids=list(REFUSED_CHANGES))
+def test_gate_restores_the_manifest_when_the_apiserver_does_not_come_back(gate_lab, change):
+    """A flag the real kube-apiserver refuses keeps it from starting: the previous manifest comes back, and the
+    play fails naming the component and what the apiserver said about the flag."""
+    extra_flags, named = REFUSED_CHANGES[change]
     container = gate_lab.container("cp1")
     first = subprocess.run(  # everything before the apiserver (etcd as its own user) settles first
         ["ansible-playbook", "-i", str(gate_lab.inventory_path), str(ROOT / "playbooks/control-plane.yml"),
@@ -41,12 +51,13 @@ def test_gate_restores_the_manifest_when_the_apiserver_does_not_come_back(gate_l
     result = subprocess.run(
         ["ansible-playbook", "-i", str(gate_lab.inventory_path), str(ROOT / "playbooks/control-plane.yml"),
          "-e", json.dumps({"control_plane_health_timeout": 40, **UNVERIFIED_KUBELETS,
-                           "control_plane_apiserver_extra_flags": {"no-such-flag": "true"}})],
+                           "control_plane_apiserver_extra_flags": extra_flags})],
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0
     assert "kube-apiserver did not run its new manifest and report healthy within 40 s" in result.stdout, \
         result.stdout[-3000:]
     assert "previous manifest was restored from /var/backups/kubeharden/etc/kubernetes/manifests/" in result.stdout
+    assert "Its last error: " in result.stdout and named in result.stdout, result.stdout[-3000:]
     assert docker.exec_(container, "sha256sum", MANIFEST).stdout == before
     assert docker.exec_(container, "stat", "-c", "%a %U:%G", MANIFEST).stdout.strip() == "600 root:root"
     # The play stopped at the apiserver: the controller-manager was not touched either.
