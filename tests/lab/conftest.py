@@ -95,7 +95,7 @@ def _lab(tmp_path_factory, name: str, topology: Topology):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """The default topology: cp1 + w1 running the default Kubernetes release (kubeadm init and join), etcd as
-    kubeadm's static pod, Debian 12. One per test module, so no more than two labs run at once (two workers)."""
+    kubeadm's static pod, Debian 12. One per test module, so no more than three labs run at once (three workers)."""
     yield from _lab(tmp_path_factory, "pytest", Topology())
 
 

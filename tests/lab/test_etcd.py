@@ -100,6 +100,12 @@ def test_rotation_keeps_every_secret_readable_and_removes_the_old_key_last(etcd_
     assert wired.returncode == 0, wired.stdout[-3000:]
     created = cluster.kubectl(cp1, "create", "secret", "generic", "kept", "--from-literal=value=before-rotation")
     assert created.returncode == 0, created.stderr
+    many = {f"many-{i:03d}": f"value-{i}" for i in range(500)}  # the rewrite step at scale
+    items = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"},
+              "stringData": {"value": value}} for name, value in many.items()]
+    subprocess.run(["docker", "exec", "-i", cp1, "kubectl", f"--kubeconfig={cluster.ADMIN_KUBECONFIG}", "create",
+                    "-f", "-"], input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+                   capture_output=True, text=True, check=True)
     # Without an apiserver to rewrite through, the rotation stops after promoting the new key, and says so.
     first = playbook(etcd_lab, "rotate-encryption-key.yml", "-e", "rotation_kubeconfig=/nonexistent")
     assert first.returncode != 0 and "rerun this playbook when the apiserver answers" in first.stdout
@@ -119,6 +125,9 @@ def test_rotation_keeps_every_secret_readable_and_removes_the_old_key_last(etcd_
     assert keys(etcd_lab) == [state["new_key"].split(":")[1]]
     assert docker.exec_(cp1, "test", "-e", STATE, check=False).returncode != 0
     assert secret_value(cp1, "kept") == "before-rotation"
+    listed = json.loads(cluster.kubectl(cp1, "get", "secrets", "-o", "json", check=True).stdout)["items"]
+    assert {item["metadata"]["name"]: base64.b64decode(item["data"]["value"]).decode() for item in listed
+            if item["metadata"]["name"] in many} == many
     stored = module(etcd_lab, "kubeharden_etcd_encryption", {})
     assert set(stored["counts"]) == {state["new_key"]}, stored["counts"]
     manifest = node_text(etcd_lab, "/etc/kubernetes/manifests/kube-apiserver.yaml")
