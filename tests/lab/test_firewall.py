@@ -59,8 +59,6 @@ def hardened(firewall_lab):
     for node in ("cp1", "w1", "w2"):
         sh(lab, node, FOREIGN_SETUP)
     before = {node: foreign(lab, node) for node in ("cp1", "w1")}
-    # Something to listen on the kubelet port of w1 (no kubelet runs in the lab).
-    sh(lab, "w1", "setsid python3 -m http.server 10250 >/dev/null 2>&1 < /dev/null &")
     result = harden(lab)
     assert result.returncode == 0, result.stdout[-3000:]
     return lab, before
