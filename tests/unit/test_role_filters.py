@@ -1,5 +1,5 @@
-"""The roles' logic that used to live in Jinja expressions: the apiserver's flags, the firewall's port matrix and
-the units node_os manages, as plain functions (roles/*/filter_plugins)."""
+"""The roles' logic that used to live in Jinja expressions: the apiserver's flags, the firewall's port matrix,
+the units node_os manages and etcd's own settings, as plain functions (roles/*/filter_plugins)."""
 
 from __future__ import annotations
 
@@ -116,3 +116,23 @@ def test_a_unit_whose_package_is_not_installed_yet_is_left_alone_in_check_mode()
     pending = node_units(pending=["auditd", "apparmor", "fail2ban"])
     assert not {"auditd.service", "apparmor.service", "fail2ban.service"} & set(pending)
     assert set(node_units(services=False)) == {"auditd.service"}
+
+
+etcd_setting = load("etcd", "etcd_settings").etcd_setting
+
+
+def test_etcd_settings_come_from_kubeadms_real_manifest():
+    from tests import kubeadm_node
+
+    manifest = kubeadm_node.node_file("/etc/kubernetes/manifests/etcd.yaml")
+    assert etcd_setting(manifest, "data-dir", "static_pod") == "/var/lib/etcd"
+    assert etcd_setting(manifest, "trusted-ca-file", "static_pod") == "/etc/kubernetes/pki/etcd/ca.crt"
+    assert etcd_setting(manifest, "no-such-flag", "static_pod", default="x") == "x"
+
+
+@pytest.mark.parametrize("line", ["ETCD_DATA_DIR=/srv/etcd", 'ETCD_DATA_DIR="/srv/etcd"', "ETCD_DATA_DIR='/srv/etcd'",
+                                  "  ETCD_DATA_DIR=/srv/etcd   "])
+def test_etcd_settings_come_from_a_host_services_environment_file_as_systemd_reads_it(line):
+    text = f"# etcd\nETCD_NAME=etcd1\nETCD_PEER_TRUSTED_CA_FILE=/etc/ssl/etcd/peer-ca.pem\n{line}\n"
+    assert etcd_setting(text, "data-dir", "host", default="/var/lib/etcd") == "/srv/etcd"
+    assert etcd_setting(text, "trusted-ca-file", "host") == ""  # the peer CA is another setting
