@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -221,15 +222,31 @@ KILL_POINTS = (
 )
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process descended from it: Ansible's workers run in sessions of their own, so killing the
+    play's process group would leave them behind (blocked for good on a pipe to the dead play)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, pending = [], [pid]
+    while pending:
+        tree.append(pending.pop())
+        pending += children.get(tree[-1], [])
+    return tree
+
+
 def run_until(lab, phase_name: str, inside, timeout: float = 900) -> None:
-    """Run the rotation and kill it (the whole process group, as an operator's ^C or a lost controller would)
-    once the rotation is recorded at `phase_name` and `inside` holds."""
+    """Run the rotation and kill it with all its workers, as a lost controller would, once the rotation is
+    recorded at `phase_name` and `inside` holds."""
     before = {node: restart_annotation(lab, node) for node in CONTROL_PLANES}
     play = subprocess.Popen(["ansible-playbook", "-i", str(lab.inventory_path),
                              str(ROOT / "playbooks/rotate-encryption-key.yml")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
-                            start_new_session=True)
+                            env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
     deadline = time.monotonic() + timeout
     try:
         while not (phase(lab) == phase_name and inside(lab, before)):
@@ -238,7 +255,10 @@ def run_until(lab, phase_name: str, inside, timeout: float = 900) -> None:
             time.sleep(0.5)
     finally:
         if play.poll() is None:
-            os.killpg(play.pid, signal.SIGKILL)
+            os.kill(play.pid, signal.SIGSTOP)  # no new worker while the tree is listed
+            for pid in process_tree(play.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         play.communicate()
     assert phase(lab) == phase_name, f"killed in phase {phase_name}, the record says {phase(lab)}"
 
