@@ -95,7 +95,7 @@ def _lab(tmp_path_factory, name: str, topology: Topology):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """The default topology: cp1 + w1 running the default Kubernetes release (kubeadm init and join), etcd as
-    kubeadm's static pod, Debian 12. One per test module, so no more than three labs run at once (three workers)."""
+    kubeadm's static pod, Debian 12. One per test module: two labs at once in the pytest phase (two workers)."""
     yield from _lab(tmp_path_factory, "pytest", Topology())
 
 
@@ -103,11 +103,6 @@ def lab(tmp_path_factory):
 def host_etcd_lab(tmp_path_factory):
     """kubespray's topology: etcd as a host systemd service, on Debian 13."""
     yield from _lab(tmp_path_factory, "pytest-host", Topology(control_planes=1, workers=0, etcd="host", debian="13"))
-
-
-@pytest.fixture(scope="module")
-def ha_lab(tmp_path_factory):
-    yield from _lab(tmp_path_factory, "pytest-ha", Topology(control_planes=3, workers=0))
 
 
 @pytest.fixture(scope="module")

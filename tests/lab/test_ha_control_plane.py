@@ -151,6 +151,13 @@ def stored_keys(lab) -> dict[str, int]:
     return json.loads(done.stdout.split("=>", 1)[1])["counts"]
 
 
+def test_three_control_planes_form_one_etcd_quorum(ha_cluster):
+    members = etcdctl(ha_cluster.container("cp2"), "member", "list").stdout.splitlines()
+    assert sorted(line.split(", ")[2] for line in members) == list(CONTROL_PLANES)
+    for node in CONTROL_PLANES:
+        assert etcdctl(ha_cluster.container(node), "endpoint", "health").returncode == 0
+
+
 def test_site_yml_restarts_the_apiservers_one_at_a_time_and_two_stay_ready(ha_cluster, tmp_path):
     lab = ha_cluster
     items = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"s{i:03d}", "namespace": NAMESPACE},
