@@ -55,3 +55,13 @@ def private_state_dir(tmp_path_factory):
     """Runs the tests record (kubeharden audit and drift) go to a directory of this session, not the machine's."""
     os.environ["KUBEHARDEN_STATE_DIR"] = str(tmp_path_factory.mktemp("kubeharden-state"))
 
+
+# The longest lab files first, so that pytest's two workers (one file each at a time) finish close together:
+# a long file collected last would run alone at the end. Files keep their own order otherwise.
+LONGEST_FIRST = ("tests/lab/test_ha_control_plane.py", "tests/lab/test_upgrade.py", "tests/lab/test_drift.py",
+                 "tests/lab/test_etcd.py", "tests/lab/test_versions.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(LONGEST_FIRST)))
