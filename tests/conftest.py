@@ -59,10 +59,13 @@ def private_state_dir(tmp_path_factory):
 # The longest lab files first in the collection, which is the order pytest-xdist hands files to its workers
 # (measured: it started the HA file first, though test_upgrade still ran near the end). Files keep their own
 # order otherwise.
-LONGEST_FIRST = ("tests/lab/test_ha_control_plane.py", "tests/lab/test_upgrade.py", "tests/lab/test_drift.py",
-                 "tests/lab/test_etcd.py", "tests/lab/test_versions.py")
+# The files on older releases last: on a new machine, `./dev test` builds those releases in the background
+# while the other files run.
+LONGEST_FIRST = ("tests/lab/test_ha_control_plane.py", "tests/lab/test_drift.py", "tests/lab/test_etcd.py")
+OLDER_RELEASES_LAST = ("tests/lab/test_upgrade.py", "tests/lab/test_versions.py")
 
 
 def pytest_collection_modifyitems(items):
     rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(LONGEST_FIRST)))
+    rank.update({path: len(LONGEST_FIRST) + 2 + index for index, path in enumerate(OLDER_RELEASES_LAST)})
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(LONGEST_FIRST) + 1))
