@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -16,6 +17,16 @@ def playbook(lab, name: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ansible-playbook", "-i", str(lab.inventory_path), str(ROOT / "playbooks" / name), *extra],
                           capture_output=True, text=True, check=False,
                           env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
+
+
+def module(lab, name: str, args: dict) -> dict:
+    """Run one of kubeharden's modules on cp1 (ansible ad hoc, as root); its result, with "failed"."""
+    done = subprocess.run(["ansible", "-i", str(lab.inventory_path), "cp1", "-b", "-m", name,
+                           *(["-a", json.dumps(args)] if args else [])],
+                          capture_output=True, text=True, check=False,
+                          env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+                               "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    return {"failed": done.returncode != 0, **json.loads(done.stdout.split("=>", 1)[1])}
 
 
 ANONYMOUS_REQUEST = """

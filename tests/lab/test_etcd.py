@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 
 import pytest
@@ -14,8 +13,7 @@ import yaml
 
 from kubeharden.lab import cluster, docker
 from kubeharden.lab.lab import Topology, etcdctl
-from tests.conftest import ROOT
-from tests.lab.conftest import _lab, playbook
+from tests.lab.conftest import _lab, module, playbook
 
 CONFIG = "/etc/kubernetes/enc/encryption-config.yaml"
 STATE = "/etc/kubernetes/enc/rotation-state.json"
@@ -24,15 +22,6 @@ STATE = "/etc/kubernetes/enc/rotation-state.json"
 @pytest.fixture(scope="module")
 def etcd_lab(tmp_path_factory):
     yield from _lab(tmp_path_factory, "pytest-etcd", Topology(control_planes=1, workers=0))
-
-
-def module(lab, name: str, args: dict) -> dict:
-    done = subprocess.run(["ansible", "-i", str(lab.inventory_path), "cp1", "-b", "-m", name,
-                           *(["-a", json.dumps(args)] if args else [])],
-                          capture_output=True, text=True, check=False,
-                          env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-                               "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
-    return {"failed": done.returncode != 0, **json.loads(done.stdout.split("=>", 1)[1])}
 
 
 def node_text(lab, path: str) -> str:

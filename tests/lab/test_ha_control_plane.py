@@ -28,7 +28,7 @@ import yaml
 from kubeharden.lab import cluster, docker
 from kubeharden.lab.lab import Topology, etcdctl
 from tests.conftest import ROOT
-from tests.lab.conftest import _lab, assert_kubelets_verified, playbook
+from tests.lab.conftest import _lab, assert_kubelets_verified, module, playbook
 
 pytestmark = pytest.mark.lab
 
@@ -142,13 +142,9 @@ def phase(lab) -> str | None:
 
 def stored_keys(lab) -> dict[str, int]:
     """How many values under /registry/secrets/ each key encrypted, read raw from etcd by the module."""
-    done = subprocess.run(["ansible", "-i", str(lab.inventory_path), "cp1", "-b", "-m", "kubeharden_etcd_encryption",
-                           "-a", json.dumps({"prefixes": ["/registry/secrets/"]})],
-                          capture_output=True, text=True, check=False, cwd=ROOT,
-                          env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-                               "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
-    assert done.returncode == 0, done.stdout[-2000:]
-    return json.loads(done.stdout.split("=>", 1)[1])["counts"]
+    found = module(lab, "kubeharden_etcd_encryption", {"prefixes": ["/registry/secrets/"]})
+    assert not found["failed"], found
+    return found["counts"]
 
 
 def test_three_control_planes_form_one_etcd_quorum(ha_cluster):
