@@ -122,6 +122,13 @@ def process_started(pid: int) -> float | None:
     return boot + int(stat_fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
+def manifest_processes(pod: dict) -> tuple[dict[str, str], list[tuple[int, list[str]]]]:
+    """A static pod's wanted flags (its first container's command) and the processes with its executable's name.
+    Raises TypeError, KeyError or IndexError for a manifest without a command."""
+    command = pod["spec"]["containers"][0]["command"]
+    return parse_flags(command[1:]), find_processes(os.path.basename(command[0])[:15])  # comm keeps 15 characters
+
+
 def process_environ(pid: int) -> dict[str, str]:
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:

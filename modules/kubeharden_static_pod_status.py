@@ -24,6 +24,12 @@ options:
         the flags (an annotation that asks for a restart), this is what tells the new process from the old.
     type: bool
     default: false
+  started_after:
+    description:
+      - Also require that the process started after this time (seconds since the epoch), such as the
+        C(signalled_at) that C(kubeharden_static_pod_restart) returns; 0 requires nothing.
+    type: float
+    default: 0
   pod_log_dir:
     description:
       - Where the kubelet keeps container logs (C(<namespace>_<pod>-<node>_<uid>/<container>/<restart>.log)).
@@ -83,8 +89,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_node import (
     NotApplicable,
     ReadError,
-    find_processes,
     load_yaml,
+    manifest_processes,
     parse_flags,
     process_started,
 )
@@ -117,21 +123,23 @@ def last_error(lines: list[str]) -> str:
 def main() -> None:
     module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True},
                                           "started_after_manifest": {"type": "bool", "default": False},
+                                          "started_after": {"type": "float", "default": 0},
                                           "pod_log_dir": {"type": "path", "default": "/var/log/pods"}},
                            supports_check_mode=True)
     path = module.params["path"]
     try:
         pod = load_yaml(path)
-        command = pod["spec"]["containers"][0]["command"]
+        wanted, running = manifest_processes(pod)
     except (FileNotFoundError, NotApplicable):
         module.fail_json(msg=f"{path} does not exist")
     except (ReadError, TypeError, KeyError, IndexError) as exc:
         module.fail_json(msg=f"{path} is not a readable static Pod manifest: {exc}")
-    wanted = parse_flags(command[1:])
-    running = find_processes(os.path.basename(command[0])[:15])  # /proc/PID/comm keeps 15 characters
+    not_before = module.params["started_after"]
     if module.params["started_after_manifest"]:
-        written = os.stat(path).st_mtime - 1  # clock ticks round the start time down
-        running = [(pid, argv) for pid, argv in running if (process_started(pid) or 0) >= written]
+        not_before = max(not_before, os.stat(path).st_mtime)
+    if not_before:
+        not_before -= 1  # clock ticks round the start time down
+        running = [(pid, argv) for pid, argv in running if (process_started(pid) or 0) >= not_before]
     best: dict = {"(no process)": "not running"} if not running else {}
     for _pid, argv in running:
         actual = parse_flags(argv[1:])
