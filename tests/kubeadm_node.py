@@ -31,7 +31,7 @@ PHASES = ("certs all", "kubeconfig all", "control-plane all", "etcd local", "kub
 
 def release(minor: str = kubernetes.DEFAULT_MINOR) -> kubernetes.Release:
     """The cached build of `minor` (no proxy asked), or a skip naming the command that builds it."""
-    newest = kubernetes._newest_cached(minor)
+    newest = kubernetes.newest_cached(minor)
     found = kubernetes.Release(newest, kubernetes.SUPPORTED_MINORS[minor]) if newest else None
     if found is None or not kubernetes.cached(found):
         message = f"no Kubernetes {minor} build is cached: run `kubeharden lab build --kubernetes-version {minor}`"
@@ -43,7 +43,7 @@ def release(minor: str = kubernetes.DEFAULT_MINOR) -> kubernetes.Release:
 
 def cached_minors() -> list[str]:
     """The supported minors with a cached build, for tests that run on every release built here."""
-    return [m for m in sorted(kubernetes.SUPPORTED_MINORS) if kubernetes._newest_cached(m)]
+    return [m for m in sorted(kubernetes.SUPPORTED_MINORS) if kubernetes.newest_cached(m)]
 
 
 def configuration(version: str, *, validity_days: int = 365, cluster: dict | None = None,

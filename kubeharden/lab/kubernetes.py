@@ -109,7 +109,7 @@ def resolve(requested: str | None, log=print) -> Release:
         raise LabError(f"Kubernetes {text} is outside the versions kubeharden supports ({supported_window()})")
     if match.group(3) is not None:
         version = f"v{text}"
-        if _newest_cached(minor) == version:  # built before: no need to ask the proxy (labs come up offline)
+        if newest_cached(minor) == version:  # built before: no need to ask the proxy (labs come up offline)
             return Release(version, SUPPORTED_MINORS[minor])
         served = _served_versions(log)
         if served is not None and version not in served:
@@ -117,7 +117,7 @@ def resolve(requested: str | None, log=print) -> Release:
             raise LabError(f"Kubernetes {version} is not served by the Go module proxy"
                            + (f"; the newest {minor} patch is {newest}" if newest else ""))
     else:
-        version = _newest_cached(minor)
+        version = newest_cached(minor)
         served = _served_versions(log) if version is None else None
         if version is None:
             version = _newest_patch(served, minor) if served is not None else KNOWN_PATCHES[minor]
@@ -131,7 +131,7 @@ def _newest_patch(served: list[str], minor: str) -> str | None:
     return max(patches, key=lambda v: int(v.rsplit(".", 1)[1]), default=None)
 
 
-def _newest_cached(minor: str) -> str | None:
+def newest_cached(minor: str) -> str | None:
     """A cached complete build of `minor`: a lab comes up offline once its version has been built."""
     root = cache_dir() / "kubernetes"
     found = []
