@@ -122,11 +122,21 @@ def process_started(pid: int) -> float | None:
     return boot + int(stat_fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def manifest_processes(pod: dict) -> tuple[dict[str, str], list[tuple[int, list[str]]]]:
-    """A static pod's wanted flags (its first container's command) and the processes with its executable's name.
-    Raises TypeError, KeyError or IndexError for a manifest without a command."""
-    command = pod["spec"]["containers"][0]["command"]
-    return parse_flags(command[1:]), find_processes(os.path.basename(command[0])[:15])  # comm keeps 15 characters
+class ManifestError(Exception):
+    """A static pod manifest that is missing or cannot be read; the message names the file."""
+
+
+def static_pod_processes(path: str) -> tuple[dict, dict[str, str], list[tuple[int, list[str]]]]:
+    """A static pod manifest, the flags of its first container's command, and the processes with that command's
+    executable name (each with its argv)."""
+    try:
+        pod = load_yaml(path)
+        command = pod["spec"]["containers"][0]["command"]
+    except (FileNotFoundError, NotApplicable) as exc:
+        raise ManifestError(f"{path} does not exist") from exc
+    except (ReadError, TypeError, KeyError, IndexError) as exc:
+        raise ManifestError(f"{path} is not a readable static Pod manifest: {exc}") from exc
+    return pod, parse_flags(command[1:]), find_processes(os.path.basename(command[0])[:15])  # comm: 15 characters
 
 
 def process_environ(pid: int) -> dict[str, str]:

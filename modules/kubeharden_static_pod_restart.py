@@ -23,7 +23,7 @@ description:
 version_added: "0.1.0"
 options:
   path:
-    description: The static pod manifest.
+    description: The manifest of the static pod to restart, in the kubelet's directory; it is only read.
     type: path
     required: true
 author:
@@ -70,12 +70,10 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_node import (
-    NotApplicable,
-    ReadError,
-    load_yaml,
-    manifest_processes,
+    ManifestError,
     parse_flags,
     process_started,
+    static_pod_processes,
 )
 
 
@@ -89,12 +87,9 @@ def main() -> None:
     module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True}}, supports_check_mode=True)
     path = module.params["path"]
     try:
-        pod = load_yaml(path)
-        wanted, running = manifest_processes(pod)
-    except (FileNotFoundError, NotApplicable):
-        module.fail_json(msg=f"{path} does not exist")
-    except (ReadError, TypeError, KeyError, IndexError) as exc:
-        module.fail_json(msg=f"{path} is not a readable static Pod manifest: {exc}")
+        pod, wanted, running = static_pod_processes(path)
+    except ManifestError as exc:
+        module.fail_json(msg=str(exc))
     current = [pid for pid, argv in running if parse_flags(argv[1:]) == wanted]
     others = [pid for pid, _argv in running if pid not in current]
     name = pod.get("metadata", {}).get("name", os.path.basename(path))

@@ -87,12 +87,10 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_node import (
-    NotApplicable,
-    ReadError,
-    load_yaml,
-    manifest_processes,
+    ManifestError,
     parse_flags,
     process_started,
+    static_pod_processes,
 )
 
 LOG_LINES = 20
@@ -128,12 +126,9 @@ def main() -> None:
                            supports_check_mode=True)
     path = module.params["path"]
     try:
-        pod = load_yaml(path)
-        wanted, running = manifest_processes(pod)
-    except (FileNotFoundError, NotApplicable):
-        module.fail_json(msg=f"{path} does not exist")
-    except (ReadError, TypeError, KeyError, IndexError) as exc:
-        module.fail_json(msg=f"{path} is not a readable static Pod manifest: {exc}")
+        pod, wanted, running = static_pod_processes(path)
+    except ManifestError as exc:
+        module.fail_json(msg=str(exc))
     not_before = module.params["started_after"]
     if module.params["started_after_manifest"]:
         not_before = max(not_before, os.stat(path).st_mtime)
