@@ -1,4 +1,4 @@
-"""The kubelet role's real effects on lab nodes, and the audit's verdict on them."""
+"""The kubelet role's real effects on lab nodes after the whole site, and the audit's verdict on them."""
 
 
 import sys
