@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import os
 import re
 
 try:
+    from ansible.module_utils import kubeharden_cluster as cluster
     from ansible.module_utils import kubeharden_encryption as encryption
     from ansible.module_utils import kubeharden_kubeadm as kubeadm
     from ansible.module_utils import kubeharden_node as node
     from ansible.module_utils import kubeharden_pki as pki
 except ImportError:  # imported directly by unit tests and the benchmark
+    import kubeharden_cluster as cluster
     import kubeharden_encryption as encryption
     import kubeharden_kubeadm as kubeadm
     import kubeharden_node as node
@@ -95,8 +98,11 @@ def compare(op: str, actual, expected) -> bool:
 class Node:
     """Lazy, cached views of the node's state: each file or process is read once per audit."""
 
-    def __init__(self, node_roles: list[str]):
+    def __init__(self, node_roles: list[str], accepted_subjects: list[str] | None = None,
+                 kubeconfig: str = "/etc/kubernetes/admin.conf"):
         self.node_roles = node_roles
+        self.accepted_subjects = accepted_subjects or []
+        self.kubeconfig = kubeconfig
         self._manifest_flags: dict[str, tuple[dict, str]] = {}
         self._certificates: list[dict] | None = None
 
@@ -123,6 +129,21 @@ class Node:
             command, path = node.manifest_command(component)
             self._manifest_flags[component] = node.parse_flags(command[1:]), f"manifest {path}"
         return self._manifest_flags[component]
+
+    @functools.cached_property
+    def cluster(self) -> cluster.ClusterState:
+        """The cluster's objects section 5 reads, from one request through the node's admin kubeconfig."""
+        if not os.path.exists(self.kubeconfig):
+            raise node.NotApplicable(f"no {self.kubeconfig} on this node to read the cluster with")
+        result = node.run(["kubectl", f"--kubeconfig={self.kubeconfig}", "--request-timeout=20s", "get",
+                           ",".join(cluster.KINDS), "--all-namespaces", "-o", "json"], timeout=60)
+        if result.returncode != 0:
+            raise node.ReadError(f"kubectl get {','.join(cluster.KINDS)} failed: {result.stderr.strip()[-400:]}")
+        try:
+            items = json.loads(result.stdout).get("items", [])
+        except ValueError as exc:
+            raise node.ReadError(f"kubectl get did not answer JSON: {exc}") from None
+        return cluster.ClusterState(items, self.accepted_subjects)
 
     @functools.cached_property
     def sysctl_persisted(self) -> dict:
@@ -621,6 +642,39 @@ def read_certificates(check: dict, state: Node) -> Observation:
                                                                          if offenders else ""))
 
 
+def _with_exempt(offenders: list[str], exempt: list[str], what: str) -> Observation:
+    evidence = f"{len(offenders)} {what}" + (f": {'; '.join(offenders[:8])}" if offenders else "") + \
+        (f"{'...' if len(offenders) > 8 else ''}" if offenders else "")
+    if exempt:
+        evidence += f"; exempt: {'; '.join(exempt)}"
+    return Observation(offenders, evidence)
+
+
+def read_cluster(check: dict, state: Node) -> Observation:
+    """CIS section 5 over the API, once per cluster: the offending objects, and the namespaces exempt with the
+    reason the cluster_policies role recorded on them."""
+    view, aspect = state.cluster, check["aspect"]
+    if aspect == "grants":
+        return _with_exempt(cluster.rbac_grants(view, check["resources"], check["verbs"]), [], "grant(s)")
+    if aspect == "cluster_admin":
+        return _with_exempt(cluster.cluster_admin_bindings(view), [], "binding(s) to cluster-admin")
+    if aspect == "wildcards":
+        return _with_exempt(cluster.wildcard_roles(view), [], "role(s) with wildcards")
+    if aspect == "system_masters":
+        return _with_exempt(cluster.system_masters(view), [], "binding(s) to system:masters")
+    if aspect == "pod_security_labels":
+        return _with_exempt(*cluster.pod_security_labels(view, check.get("level", "baseline")), "namespace(s)")
+    if aspect == "default_deny":
+        return _with_exempt(*cluster.default_deny(view), "namespace(s)")
+    if aspect == "default_service_accounts":
+        return _with_exempt(*cluster.default_service_accounts(view), "namespace(s)")
+    if aspect == "exposure":
+        return _with_exempt(cluster.exposure(view), [], "exposed")
+    if aspect in cluster.POD_ASPECTS:
+        return _with_exempt(*cluster.pods_with(view, aspect), "pod(s)")
+    raise node.ReadError(f"unknown cluster aspect {aspect!r}")
+
+
 READERS = {
     "file": read_file, "flag": read_flag, "kubelet": read_kubelet, "sysctl": read_sysctl, "module": read_module,
     "kubelet_serving": read_kubelet_serving, "process_user": read_process_user,
@@ -628,10 +682,10 @@ READERS = {
     "swap": read_swap, "audit_rule": read_audit_rule, "encryption_provider": read_encryption_provider,
     "pod_security": read_pod_security, "anonymous_auth": read_anonymous_auth, "same_file": read_same_file,
     "nft_table": read_nft_table,
-    "certificates": read_certificates, "etcd_encryption": read_etcd_encryption,
+    "certificates": read_certificates, "etcd_encryption": read_etcd_encryption, "cluster": read_cluster,
 }
 # Readers whose observation is a list of offending items: the control passes when it is empty.
-OFFENDER_READERS = {"file", "swap", "certificates"}
+OFFENDER_READERS = {"file", "swap", "certificates", "cluster"}
 
 
 def _expected_text(check: dict) -> str:

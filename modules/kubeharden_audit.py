@@ -26,6 +26,8 @@ options:
   node_roles:
     description:
       - Inventory groups of the node; a control is evaluated only if one of its C(node_roles) is here.
+      - C(cluster) on one control-plane node evaluates the controls of the whole cluster there (CIS section 5,
+        read over the API with the node's C(/etc/kubernetes/admin.conf)).
     type: list
     elements: str
     required: true
@@ -35,6 +37,13 @@ options:
         Only controls the configuration decides are evaluated (static pod flags, kubelet settings, and files
         those flags name, read from the node).
     type: path
+  accepted_subjects:
+    description:
+      - RBAC subjects the operator has reviewed and accepts holding the powers section 5.1 minimizes, as the audit
+        names them (C(User alice), C(Group ops), C(ServiceAccount ns/name)); they are not reported.
+    type: list
+    elements: str
+    default: []
 author:
   - kubeharden project (@kubeharden)
 """
@@ -119,7 +128,8 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={"controls": {"type": "list", "elements": "dict", "required": True},
                        "node_roles": {"type": "list", "elements": "str", "required": True},
-                       "kubeadm_config": {"type": "path"}},
+                       "kubeadm_config": {"type": "path"},
+                       "accepted_subjects": {"type": "list", "elements": "str", "default": []}},
         supports_check_mode=True,
     )
     problems = invalid_controls(module.params["controls"])
@@ -133,7 +143,7 @@ def main() -> None:
             module.fail_json(msg=str(exc))
         controls = [c for c in controls if RenderedNode.decides(c)]
     else:
-        state = Node(module.params["node_roles"])
+        state = Node(module.params["node_roles"], module.params["accepted_subjects"])
     started = time.perf_counter()
     results = evaluate_all(controls, module.params["node_roles"], state)
     seconds = round(time.perf_counter() - started, 3)

@@ -24,7 +24,8 @@ import yaml
 
 CATALOGUE_DIR = Path(__file__).parent
 SEVERITIES = ("low", "medium", "high")
-NODE_ROLES = ("control_plane", "workers", "etcd")
+# `cluster`: the one control-plane node the audit reads the cluster's API from (controls of the whole cluster).
+NODE_ROLES = ("control_plane", "workers", "etcd", "cluster")
 TYPES = ("automated", "manual")
 FIELDS = {"id", "title", "severity", "type", "required", "node_roles", "benchmark", "check", "remediation"}
 REMEDIATION_FIELDS = {"role", "variable", "tags"}

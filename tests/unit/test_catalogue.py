@@ -27,7 +27,8 @@ def test_catalogue_reads_are_what_the_module_implements():
 
 def test_every_control_names_its_fix():
     for control in catalogue.load():
-        assert control["remediation"]["role"] in {"node_os", "kubelet", "control_plane", "pki", "etcd", "firewall"}
+        assert control["remediation"]["role"] in {"node_os", "kubelet", "control_plane", "pki", "etcd", "firewall",
+                                                  "cluster_policies"}
         assert control["remediation"]["variable"].startswith(control["remediation"]["role"] + "_")
 
 

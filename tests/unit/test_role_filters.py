@@ -136,3 +136,50 @@ def test_etcd_settings_come_from_a_host_services_environment_file_as_systemd_rea
     text = f"# etcd\nETCD_NAME=etcd1\nETCD_PEER_TRUSTED_CA_FILE=/etc/ssl/etcd/peer-ca.pem\n{line}\n"
     assert etcd_setting(text, "data-dir", "host", default="/var/lib/etcd") == "/srv/etcd"
     assert etcd_setting(text, "trusted-ca-file", "host") == ""  # the peer CA is another setting
+
+
+cluster_policies = load("cluster_policies", "cluster_policies")
+CLUSTER_POLICIES = yaml.safe_load((ROOT / "roles/cluster_policies/defaults/main.yml").read_text())
+SETTINGS = {"level": "restricted", "version": "latest", "dns": CLUSTER_POLICIES["cluster_policies_dns"]}
+
+
+def test_cluster_policies_defaults_label_every_namespace_and_exempt_kube_system_with_its_reason():
+    namespaces = CLUSTER_POLICIES["cluster_policies_namespaces"]
+    labelled = {o["metadata"]["name"]: o["metadata"] for o in
+                cluster_policies.cluster_policies_objects(namespaces, "pod_security", SETTINGS)}
+    assert set(labelled) == {"default", "kube-public", "kube-node-lease", "kube-system"}
+    assert labelled["default"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert "annotations" not in labelled["default"]
+    system = labelled["kube-system"]
+    assert system["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert system["labels"]["pod-security.kubernetes.io/warn"] == "restricted"  # violations stay visible
+    assert system["annotations"]["kubeharden.io/exempt-from"] == "pod-security,default-deny,service-account-token"
+    assert "host access" in system["annotations"]["kubeharden.io/exemption-reason"]
+    network = cluster_policies.cluster_policies_objects(namespaces, "network", SETTINGS)
+    assert {o["metadata"]["namespace"] for o in network} == {"default", "kube-public", "kube-node-lease"}
+    accounts = cluster_policies.cluster_policies_objects(namespaces, "service_accounts", SETTINGS)
+    assert [o["automountServiceAccountToken"] for o in accounts] == [False] * 3
+
+
+def test_cluster_policies_default_deny_allows_dns_only_to_the_dns_pods():
+    deny, dns = cluster_policies.cluster_policies_objects([{"name": "team-a"}], "network", SETTINGS)
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    rule = dns["spec"]["egress"][0]
+    assert rule["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
+    assert rule["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {("UDP", 53), ("TCP", 53)}
+
+
+def test_cluster_policies_a_weaker_level_is_an_exemption_that_needs_a_reason():
+    weaker = {"name": "legacy", "pod_security": "baseline"}
+    assert cluster_policies.cluster_policies_problems([weaker], "restricted") == [
+        "cluster_policies_namespaces[0] (legacy): exempt from pod-security without a reason (set reason: why)"]
+    assert cluster_policies.cluster_policies_problems([weaker], "baseline") == []
+    (namespace,) = cluster_policies.cluster_policies_objects([{**weaker, "reason": "old images run as root"}],
+                                                             "pod_security", SETTINGS)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert namespace["metadata"]["annotations"]["kubeharden.io/exempt-from"] == "pod-security"
+    assert cluster_policies.cluster_policies_problems([{"name": "a"}, {"name": "a"}], "restricted") == [
+        "cluster_policies_namespaces[1] (a): listed twice"]
+    with pytest.raises(ValueError, match="unknown area"):
+        cluster_policies.cluster_policies_objects([], "rbac", SETTINGS)
