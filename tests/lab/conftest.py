@@ -64,6 +64,14 @@ spec:
 """
 
 
+def wait_default_service_accounts(lab) -> None:
+    """The service account controller creates each namespace's default account shortly after the cluster starts;
+    until it has, section 5.1.5 has nothing to judge there."""
+    for namespace in ("default", "kube-public", "kube-node-lease", "kube-system"):
+        waited = _kubectl(lab, "wait", "--for=create", "serviceaccount/default", "-n", namespace, "--timeout=60s")
+        assert waited.returncode == 0, waited.stderr
+
+
 def _kubectl(lab, *args: str) -> subprocess.CompletedProcess:
     return docker.exec_(lab.container("cp1"), "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf",
                         "--request-timeout=10s", *args, check=False)

@@ -13,7 +13,7 @@ import yaml
 
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology
-from tests.lab.conftest import _lab, playbook
+from tests.lab.conftest import _lab, playbook, wait_default_service_accounts
 
 pytestmark = pytest.mark.lab
 
@@ -99,9 +99,7 @@ def run_policies(lab, tmp_path, *extra: str, variables: dict | None = None) -> s
 
 def test_rbac_findings_are_what_the_apiserver_grants(policies_lab, tmp_path):
     lab = policies_lab
-    # The service account controller creates each namespace's default account shortly after the cluster starts.
-    waited = kubectl(lab, "wait", "--for=create", "serviceaccount/default", "-n", "kube-node-lease", "--timeout=60s")
-    assert waited.returncode == 0, waited.stderr
+    wait_default_service_accounts(lab)
     stock = audit(lab, tmp_path, "5.1")
     assert {cid for cid, r in stock.items() if r["status"] != "pass"} == {"5.1.5"}  # kubeadm binds only its own
     created = kubectl(lab, "apply", "-f", "-", stdin=RBAC)

@@ -1,4 +1,4 @@
-"""`kubeharden drift` on a hardened lab: seven changes made by hand are named, restored by --remediate, and gone.
+"""`kubeharden drift` on a hardened lab: eight changes made by hand are named, restored by --remediate, and gone.
 
 One lab (cp1 + w1) hardened by site.yml; every step reads the nodes themselves, not only the report."""
 
@@ -20,12 +20,13 @@ pytestmark = pytest.mark.lab
 
 # 4.2.4 is Manual in the benchmark, but site.yml closes the kubelet's unauthenticated port by default: enforced.
 # 4.2.9: w1's kubelet back to a serving certificate it signs itself, which the apiserver (1.2.5) refuses.
-HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "KH-FW-2"}, "w1": {"4.2.1", "4.2.4", "4.2.9", "KH-OS-1.13"}}
+HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "5.2.1", "KH-FW-2"}, "w1": {"4.2.1", "4.2.4", "4.2.9", "KH-OS-1.13"}}
 # What restores each change, as the check-mode diff shows it.
 RESTORING_LINES = {"1.1.13": "+/etc/kubernetes/admin.conf 0600 root:root", "1.2.15": "+    - --profiling=false",
                    "KH-FW-2": "-\t\ttcp dport 31337 accept", "4.2.1": "+    enabled: false",
                    "KH-OS-1.13": "+net.ipv4.conf.all.send_redirects = 0", "4.2.4": "+readOnlyPort: 0",
-                   "4.2.9": "+serverTLSBootstrap: true"}
+                   "4.2.9": "+serverTLSBootstrap: true",
+                   "5.2.1": "+    pod-security.kubernetes.io/enforce: restricted"}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,8 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     on(lab, "cp1", "sed -i 's/--profiling=false/--profiling=true/' /etc/kubernetes/manifests/kube-apiserver.yaml")
     on(lab, "cp1", "chmod 644 /etc/kubernetes/admin.conf")
     on(lab, "cp1", "nft add rule inet kubeharden input tcp dport 31337 accept")
+    unlabelled = kubectl(lab, "label", "namespace", "default", "pod-security.kubernetes.io/enforce-")
+    assert unlabelled.returncode == 0, unlabelled.stderr  # 5.2.1: a cluster control, found from cp1 over the API
 
     # One command: the drift run (its report is `before`), the fix by tag, and the next drift run.
     textfiles = tmp_path / "textfile"
@@ -102,7 +105,8 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     assert all(not entry["expected_failures"] for entry in found["nodes"].values())
     assert {node: set(ids) for node, ids in fixed["remediation"]["fixed"].items()} == HAND_MADE
     assert set(fixed["remediation"]["tags"]) == {"control_plane_files", "control_plane_apiserver", "firewall",
-                                                 "kubelet_config", "kubelet_serving", "node_os_sysctl"}
+                                                 "kubelet_config", "kubelet_serving", "node_os_sysctl",
+                                                 "cluster_policies_pod_security"}
     # The check after remediation is the next drift run: clean, nothing pending.
     assert drifted(fixed) == {} and all(not entry["pending"] for entry in fixed["nodes"].values()), fixed["nodes"]
     metrics = (textfiles / "kubeharden.prom").read_text()
@@ -110,6 +114,8 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     assert "--profiling=false" in on(lab, "cp1", "cat /etc/kubernetes/manifests/kube-apiserver.yaml")
     assert on(lab, "cp1", "stat -c %a /etc/kubernetes/admin.conf").strip() == "600"
     assert "31337" not in on(lab, "cp1", "nft list table inet kubeharden")
+    assert kubectl(lab, "get", "namespace", "default", "-o",
+                   "jsonpath={.metadata.labels.pod-security\\.kubernetes\\.io/enforce}").stdout == "restricted"
     assert "enabled: false" in on(lab, "w1", "sed -n '/^  anonymous:/{n;p}' /var/lib/kubelet/config.yaml")
     assert "readOnlyPort: 0" in on(lab, "w1", "grep ^readOnlyPort: /var/lib/kubelet/config.yaml")
     # Persisted only: /proc/sys is read-only in a lab container (the audit judges the persisted value there).
@@ -119,7 +125,7 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     report = subprocess.run(["kubeharden", "report", "--state-dir", str(state), "--html", str(tmp_path / "r.html")],
                             capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
-    assert "now passing: 1.1.13, 1.2.15, KH-FW-2" in report.stdout, report.stdout
+    assert "now passing: 1.1.13, 1.2.15, 5.2.1, KH-FW-2" in report.stdout, report.stdout
     assert "now passing: 4.2.1, 4.2.4, 4.2.9, KH-OS-1.13" in report.stdout, report.stdout
     page = (tmp_path / "r.html").read_text()
     assert "<svg" in page and "cp1" in page and "4.2.9" in page  # trend drawn, fixed controls listed
