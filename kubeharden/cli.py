@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kubeharden import __version__, collection, drift, history, report
 from kubeharden.audit import FORMATS, AuditError, audit_and_record, to_table
-from kubeharden.lab import kube_bench, kubernetes
+from kubeharden.lab import go_tool, kube_bench, kubernetes, network_policy
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
 from kubeharden.runner import BUNDLED, Progress, RunError
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--kube-bench", action="store_true",
                        help=f"build (or check the cache of) kube-bench {kube_bench.VERSION} instead, the tests' "
                             "second opinion")
+    build.add_argument("--kube-router", action="store_true",
+                       help=f"build (or check the cache of) kube-router {network_policy.TOOL.version} instead, the "
+                            "NetworkPolicy engine the tests run on lab nodes")
     down = lab_commands.add_parser("down", help="remove the lab's nodes, network and generated inventory")
     _lab_arguments(down)
     status = lab_commands.add_parser("status", help="show the lab's nodes")
@@ -188,6 +191,8 @@ def run_lab(args: argparse.Namespace) -> int:
         state = lab.up(Topology(**{**base, **{k: v for k, v in asked.items() if v is not None}}))
         print(f"lab {state.name!r} is up; try: ansible -i {lab.inventory_path} all -m ping")
         _print_status(lab.status())
+    elif args.lab_command == "build" and args.kube_router:
+        print(f"kube-router {network_policy.TOOL.version}: {go_tool.ensure(network_policy.TOOL)}")
     elif args.lab_command == "build" and args.kube_bench:
         print(f"kube-bench {kube_bench.VERSION}: {kube_bench.ensure().directory}")
     elif args.lab_command == "build":

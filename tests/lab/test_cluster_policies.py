@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 import yaml
 
-from kubeharden.lab import docker
+from kubeharden.lab import docker, network_policy
 from kubeharden.lab.lab import Topology
+from tests.conftest import ROOT
 from tests.lab.conftest import _lab, playbook, wait_default_service_accounts
 
 pytestmark = pytest.mark.lab
@@ -35,6 +37,7 @@ spec:
       imagePullPolicy: Never
       securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
 """
+ETCD_TAG = "ctr -n k8s.io images ls -q | sed -n 's|^registry.k8s.io/etcd:||p' | head -1"
 RBAC = """apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {name: eve-is-admin}
@@ -180,3 +183,80 @@ def test_privileged_pod_is_rejected_where_enforced_and_admitted_where_exempt(pol
     assert labelled.returncode == 0, labelled.stdout[-2000:]
     assert 'existing pods in namespace "legacy" violate the new PodSecurity enforce level' in labelled.stderr
     assert audit(lab, tmp_path, "5.2.2")["5.2.2"]["actual"] == ["legacy/root-shell"]
+
+
+# The lab has no registry: the etcd image, on every node, is the one with a TCP server (etcd) and a client
+# (etcdctl). Both pods meet the restricted level the role enforces.
+NETWORK_POD = """apiVersion: v1
+kind: Pod
+metadata: {name: NAME, namespace: shop, labels: {app: NAME}}
+spec:
+  tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: etcd
+      image: IMAGE
+      imagePullPolicy: Never
+      command: [etcd, --data-dir=/tmp/etcd, --listen-client-urls=http://0.0.0.0:2379,
+                --advertise-client-urls=http://127.0.0.1:2379, --listen-peer-urls=http://127.0.0.1:2380]
+      securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+"""
+ALLOW_CLIENT = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-to-server, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{protocol: TCP, port: 2379}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-egress-to-server, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress: [{to: [{podSelector: {matchLabels: {app: server}}}], ports: [{protocol: TCP, port: 2379}]}]
+"""
+
+
+def connects(lab, server_ip: str) -> bool:
+    done = kubectl(lab, "exec", "-n", "shop", "client", "--", "etcdctl", f"--endpoints=http://{server_ip}:2379",
+                   "--dial-timeout=2s", "--command-timeout=3s", "endpoint", "health")
+    return done.returncode == 0
+
+
+def answers(lab, server_ip: str, connected: bool, attempts: int = 10) -> bool:
+    """Whether the client's connection ends `connected` within 10 tries: the engine applies a policy change
+    within seconds."""
+    for _ in range(attempts):
+        if connects(lab, server_ip) == connected:
+            return True
+        time.sleep(2)
+    return False
+
+
+def test_default_deny_refuses_a_connection_an_allow_policy_lets_through(policies_lab, tmp_path):
+    """With a real NetworkPolicy engine (kube-router's firewall) on the node: two pods talk; the role's default
+    deny stops them; an explicit allow policy lets the client through again."""
+    lab = policies_lab
+    network_policy.start_on_node(lab.container("cp1"), "cp1", "/etc/kubernetes/admin.conf", log=lambda line: None)
+    assert network_policy.running(lab.container("cp1"))
+    assert kubectl(lab, "create", "namespace", "shop").returncode == 0
+    image = f"registry.k8s.io/etcd:{docker.exec_(lab.container('cp1'), 'sh', '-c', ETCD_TAG).stdout.strip()}"
+    for name in ("server", "client"):
+        created = kubectl(lab, "apply", "-f", "-", stdin=NETWORK_POD.replace("NAME", name).replace("IMAGE", image))
+        assert created.returncode == 0, created.stderr
+    ready = kubectl(lab, "wait", "-n", "shop", "--for=condition=Ready", "pod/server", "pod/client", "--timeout=90s")
+    assert ready.returncode == 0, ready.stderr
+    server_ip = kubectl(lab, "get", "pod", "-n", "shop", "server", "-o", "jsonpath={.status.podIP}").stdout.strip()
+    assert answers(lab, server_ip, connected=True), "no policy yet: the client must reach the server"
+
+    defaults = yaml.safe_load((ROOT / "roles/cluster_policies/defaults/main.yml").read_text())
+    denied = run_policies(lab, tmp_path, "--tags", "cluster_policies_network", variables={
+        "cluster_policies_namespaces": [*defaults["cluster_policies_namespaces"], {"name": "shop"}]})
+    assert denied.returncode == 0, denied.stdout[-2000:]
+    assert answers(lab, server_ip, connected=False), "the default deny must refuse the connection"
+
+    allowed = kubectl(lab, "apply", "-f", "-", stdin=ALLOW_CLIENT)
+    assert allowed.returncode == 0, allowed.stderr
+    assert answers(lab, server_ip, connected=True), "the explicit allow policy must let the client through"

@@ -263,9 +263,9 @@ def test_host_etcd_runs_with_the_flags_kubeadm_gives_a_member():
 
 
 def test_a_kube_bench_entry_is_used_only_while_its_files_match_their_checksums(tmp_path, monkeypatch):
-    from kubeharden.lab import kube_bench
+    from kubeharden.lab import go_tool, kube_bench
 
-    monkeypatch.setattr(kube_bench.kubernetes, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(go_tool.kubernetes, "cache_dir", lambda: tmp_path)
     found = kube_bench.entry()
     (found.directory / "bin").mkdir(parents=True)
     (found.directory / "cfg/cis-1.12").mkdir(parents=True)
@@ -273,8 +273,8 @@ def test_a_kube_bench_entry_is_used_only_while_its_files_match_their_checksums(t
     (found.config_dir / "cis-1.12/node.yaml").write_text("controls: []\n")
     assert not kube_bench.cached(found)  # no manifest: a build that did not finish
     (found.directory / "manifest.json").write_text(json.dumps({
-        "key": found.directory.name, "binary_sha256": kube_bench.kubernetes._sha256(found.binary),
-        "cfg_sha256": kube_bench._digest(found.config_dir)}))
+        "key": found.directory.name, "binary_sha256": go_tool.kubernetes._sha256(found.binary),
+        "cfg_sha256": go_tool.digest(found.config_dir)}))
     assert kube_bench.cached(found)
     (found.config_dir / "cis-1.12/node.yaml").write_text("controls: [changed]\n")
     assert not kube_bench.cached(found)
