@@ -35,6 +35,22 @@ def test_the_control_plane_is_healthy_after_the_whole_site(host):
     assert [line.split()[1] for line in nodes.stdout.splitlines()] == ["Ready", "Ready"], nodes.stdout
 
 
+def test_the_cluster_enforces_its_pod_security_levels_after_the_whole_site(host):
+    """cluster_policies ran once, from cp1: kube-system exempt with its reason, default enforcing restricted,
+    which the apiserver applies to a privileged pod (a server-side dry run goes through admission)."""
+    if not host.backend.get_hostname().startswith("cp"):
+        return
+    kubectl = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+    with host.sudo():
+        enforced = host.run(f"{kubectl} get namespaces -o jsonpath="
+                            "'{range .items[*]}{.metadata.name}={.metadata.labels.pod-security\\.kubernetes\\.io/"
+                            "enforce} {end}'").stdout.split()
+        privileged = host.run(f"{kubectl} run root-shell -n default --image=registry.k8s.io/pause:x "
+                              "--image-pull-policy=Never --privileged --dry-run=server")
+    assert {"default=restricted", "kube-system=privileged", "kube-public=restricted"} <= set(enforced), enforced
+    assert privileged.rc != 0 and 'violates PodSecurity "restricted:latest"' in privileged.stderr, privileged.stderr
+
+
 def test_etcd_listens_only_on_control_plane_nodes(host):
     is_control_plane = host.backend.get_hostname().startswith("cp")
     assert host.socket("tcp://127.0.0.1:2379").is_listening == is_control_plane
