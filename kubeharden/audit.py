@@ -151,9 +151,25 @@ def to_table(report: AuditReport, verbose: bool = False) -> str:
                 lines.append(f"           {detail(r)}")
                 if r["status"] == "fail":
                     lines.append(f"           fix: {catalogue.fix_text(report.fix(node, r['id']))}")
+    lines += _exposure_table(report)
     for node, error in sorted(report.host_errors.items()):
         lines.append(f"== {node}: NOT AUDITED: {error}")
     return "\n".join(lines) + "\n"
+
+
+EXPOSURE = "KH-EXP-1"
+
+
+def _exposure_table(report: AuditReport) -> list[str]:
+    """What the cluster exposes outside its network, one row each (KH-EXP-1, read once per cluster)."""
+    for node, results in sorted(report.results.items()):
+        found = next((r for r in results if r["id"] == EXPOSURE and isinstance(r.get("actual"), list)), None)
+        if found is not None:
+            rows = [row.split(": ", 1) for row in found["actual"]]
+            width = max((len(what) for what, _how in rows), default=0)
+            return [f"== Exposed outside the cluster network ({EXPOSURE}, read from {node}): {len(rows)}",
+                    *(f"   {what:{width}}  {how}" for what, how in rows)]
+    return []
 
 
 def to_json(report: AuditReport) -> str:

@@ -6,7 +6,8 @@ import pytest
 from kubeharden import catalogue
 from kubeharden.audit import EXIT_ERROR, EXIT_FAILED, EXIT_OK, AuditReport, to_junit, to_prometheus, to_sarif, to_table
 
-CONTROLS = {c["id"]: c for c in catalogue.load() if c["id"] in ("1.2.15", "1.2.5", "4.2.13", "KH-OS-9.2")}
+CONTROLS = {c["id"]: c for c in catalogue.load()
+            if c["id"] in ("1.2.15", "1.2.5", "4.2.13", "KH-OS-9.2", "KH-EXP-1")}
 
 
 def result(cid, status, evidence="--profiling not set"):
@@ -42,6 +43,16 @@ def test_table_groups_by_node_and_section_and_names_the_fix(report):
     table = to_table(report)
     assert "== cp1: score 50.0%" in table and "1.2 API server: 1/2 pass" in table
     assert "fix: role control_plane, variable control_plane_apiserver_flags" in table
+
+
+def test_table_shows_the_clusters_exposure_as_one_table(report):
+    assert "Exposed outside the cluster network" not in to_table(report)  # not read in this audit
+    exposed = ["Pod kube-system/etcd-cp1: hostNetwork", "Service apps/web: NodePort (node ports 30080)"]
+    report.results["cp1"].append({**result("KH-EXP-1", "manual", "2 exposed"), "actual": exposed})
+    table = to_table(report).splitlines()
+    start = table.index("== Exposed outside the cluster network (KH-EXP-1, read from cp1): 2")
+    assert table[start + 1:start + 3] == ["   Pod kube-system/etcd-cp1  hostNetwork",
+                                          "   Service apps/web          NodePort (node ports 30080)"]
 
 
 def test_junit_has_a_suite_per_node(report):
