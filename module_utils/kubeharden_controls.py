@@ -145,6 +145,26 @@ class Node:
             raise node.ReadError(f"kubectl get did not answer JSON: {exc}") from None
         return cluster.ClusterState(items, self.accepted_subjects)
 
+    def pod_security_dry_run(self, namespace: dict, level: str) -> list[str]:
+        """What the apiserver's Pod Security admission says of the namespace's running pods if it enforced
+        `level`: a server-side dry run of the labels, which changes nothing. The apiserver judges running pods only
+        when the enforce label or its version changes, so a namespace that already enforces `level` is asked with
+        the other spelling of the same version (latest <-> this release's minor). One line per pod (or group)."""
+        labels = namespace["metadata"].get("labels") or {}
+        version = labels.get("pod-security.kubernetes.io/enforce-version", "latest")
+        minor = self.kubernetes_version
+        if labels.get("pod-security.kubernetes.io/enforce") == level and minor:
+            version = f"v{minor[0]}.{minor[1]}" if version == "latest" else "latest"
+        result = node.run(["kubectl", f"--kubeconfig={self.kubeconfig}", "--request-timeout=20s", "label",
+                           "--dry-run=server", "--overwrite", "namespace", namespace["metadata"]["name"],
+                           f"pod-security.kubernetes.io/enforce={level}",
+                           f"pod-security.kubernetes.io/enforce-version={version}", "-o", "name"], timeout=60)
+        if result.returncode != 0:
+            raise node.ReadError(f"dry run of the Pod Security label on {namespace['metadata']['name']} failed: "
+                                 f"{result.stderr.strip()[-300:]}")
+        return [line[len("Warning: "):] for line in result.stderr.splitlines()
+                if line.startswith("Warning: ") and "existing pods in namespace" not in line]
+
     @functools.cached_property
     def sysctl_persisted(self) -> dict:
         return node.sysctl_persisted()
@@ -668,6 +688,16 @@ def read_cluster(check: dict, state: Node) -> Observation:
         return _with_exempt(*cluster.default_deny(view), "namespace(s)")
     if aspect == "default_service_accounts":
         return _with_exempt(*cluster.default_service_accounts(view), "namespace(s)")
+    if aspect == "would_be_rejected":
+        level, offenders, exempt = check.get("level", "restricted"), [], []
+        for namespace in sorted(n["metadata"]["name"] for n in view.of("Namespace")):
+            rejected = state.pod_security_dry_run(view.namespace(namespace), level)
+            reason = view.exemption(namespace, "pod-security")
+            if reason is not None and rejected:
+                exempt.append(f"{namespace} ({reason}): {len(rejected)} pod line(s)")
+            elif reason is None:
+                offenders += [f"{namespace}: {line}" for line in rejected]
+        return _with_exempt(offenders, exempt, f"pod(s) {level} would reject")
     if aspect == "exposure":
         return _with_exempt(cluster.exposure(view), [], "exposed")
     if aspect in cluster.POD_ASPECTS:

@@ -182,7 +182,10 @@ def test_privileged_pod_is_rejected_where_enforced_and_admitted_where_exempt(pol
         "cluster_policies_namespaces": [{"name": "legacy"}]})
     assert labelled.returncode == 0, labelled.stdout[-2000:]
     assert 'existing pods in namespace "legacy" violate the new PodSecurity enforce level' in labelled.stderr
-    assert audit(lab, tmp_path, "5.2.2")["5.2.2"]["actual"] == ["legacy/root-shell"]
+    found = audit(lab, tmp_path, "5.2.2,KH-K8S-5")
+    assert found["5.2.2"]["actual"] == ["legacy/root-shell"]
+    # The apiserver's own verdict (a dry run of the label): the same pod, and not the confined one in default.
+    assert [line.split(",")[0] for line in found["KH-K8S-5"]["actual"]] == ["legacy: root-shell: privileged"]
 
 
 # The lab has no registry: the etcd image, on every node, is the one with a TCP server (etcd) and a client
