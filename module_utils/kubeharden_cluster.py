@@ -301,7 +301,8 @@ def pods_with(state: ClusterState, aspect: str) -> tuple[list[str], list[str]]:
 
 
 def default_service_accounts(state: ClusterState) -> tuple[list[str], list[str]]:
-    """Namespaces whose default service account still mounts its token into pods that do not say otherwise."""
+    """Default service accounts that still mount their token into pods that do not say otherwise, and the running
+    pods that use a default account with its token mounted (created before the account changed, or asking)."""
     offenders, exempt = [], []
     for account in state.of("ServiceAccount"):
         if account["metadata"]["name"] != "default" or account.get("automountServiceAccountToken") is False:
@@ -312,7 +313,9 @@ def default_service_accounts(state: ClusterState) -> tuple[list[str], list[str]]
             exempt.append(f"{namespace} ({reason})")
         else:
             offenders.append(f"{namespace}/default: automountServiceAccountToken not false")
-    return sorted(offenders), sorted(exempt)
+    pods, exempt_pods = pods_with(state, "default_service_account")
+    return sorted(offenders) + [f"pod {pod}: default account, token mounted" for pod in pods], \
+        sorted(exempt) + exempt_pods
 
 
 def exposure(state: ClusterState) -> list[str]:

@@ -687,7 +687,7 @@ def read_cluster(check: dict, state: Node) -> Observation:
     if aspect == "default_deny":
         return _with_exempt(*cluster.default_deny(view), "namespace(s)")
     if aspect == "default_service_accounts":
-        return _with_exempt(*cluster.default_service_accounts(view), "namespace(s)")
+        return _with_exempt(*cluster.default_service_accounts(view), "finding(s)")
     if aspect == "would_be_rejected":
         level, offenders, exempt = check.get("level", "restricted"), [], []
         for namespace in sorted(n["metadata"]["name"] for n in view.of("Namespace")):

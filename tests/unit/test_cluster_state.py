@@ -115,7 +115,8 @@ def test_secrets_in_the_environment_and_default_service_accounts():
                  "automountServiceAccountToken": False}]
     state = cluster.ClusterState([ns("apps"), ns("quiet"), env, from_secret, *accounts])
     assert cluster.pods_with(state, "secret_env")[0] == ["apps/env", "apps/envfrom"]
-    assert cluster.default_service_accounts(state) == (["apps/default: automountServiceAccountToken not false"], [])
+    assert cluster.default_service_accounts(state) == (["apps/default: automountServiceAccountToken not false",
+                                                         "pod apps/env: default account, token mounted"], [])
     assert cluster.pods_with(state, "default_service_account")[0] == ["apps/env"]  # envfrom mounts no token
 
 
