@@ -73,6 +73,9 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     # What still fails here (docs/exceptions.md) is the hardened state: known from now on, and not drift.
     assert drifted(baseline) == {} and all(not entry["pending"] for entry in baseline["nodes"].values())
 
+    # 5.2.1 first, while the apiserver answers (its manifest changes below): a cluster control, found from cp1
+    unlabelled = kubectl(lab, "label", "namespace", "default", "pod-security.kubernetes.io/enforce-")
+    assert unlabelled.returncode == 0, unlabelled.stderr
     on(lab, "w1", "sed -i '/^  anonymous:/{n;s/enabled: false/enabled: true/}' /var/lib/kubelet/config.yaml")
     on(lab, "w1", "sed -i '/^readOnlyPort:/d' /var/lib/kubelet/config.yaml && "
                   "echo 'readOnlyPort: 10255' >> /var/lib/kubelet/config.yaml")
@@ -88,8 +91,6 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     on(lab, "cp1", "sed -i 's/--profiling=false/--profiling=true/' /etc/kubernetes/manifests/kube-apiserver.yaml")
     on(lab, "cp1", "chmod 644 /etc/kubernetes/admin.conf")
     on(lab, "cp1", "nft add rule inet kubeharden input tcp dport 31337 accept")
-    unlabelled = kubectl(lab, "label", "namespace", "default", "pod-security.kubernetes.io/enforce-")
-    assert unlabelled.returncode == 0, unlabelled.stderr  # 5.2.1: a cluster control, found from cp1 over the API
 
     # One command: the drift run (its report is `before`), the fix by tag, and the next drift run.
     textfiles = tmp_path / "textfile"
