@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import re
+import time
 
 try:
     from ansible.module_utils import kubeharden_cluster as cluster
@@ -131,19 +132,27 @@ class Node:
         return self._manifest_flags[component]
 
     @functools.cached_property
-    def cluster(self) -> cluster.ClusterState:
-        """The cluster's objects section 5 reads, from one request through the node's admin kubeconfig."""
+    def cluster(self) -> cluster.ClusterState | node.ReadError:
+        """The cluster's objects section 5 reads, from one request through the node's admin kubeconfig, asked
+        again for up to 90 s while the apiserver restarts (a drift run can start right after a manifest change).
+        A failure is kept: every cluster control reports it, and kubectl runs once."""
         if not os.path.exists(self.kubeconfig):
-            raise node.NotApplicable(f"no {self.kubeconfig} on this node to read the cluster with")
-        result = node.run(["kubectl", f"--kubeconfig={self.kubeconfig}", "--request-timeout=20s", "get",
-                           ",".join(cluster.KINDS), "--all-namespaces", "-o", "json"], timeout=60)
+            return node.NotApplicable(f"no {self.kubeconfig} on this node to read the cluster with")
+        command = ["kubectl", f"--kubeconfig={self.kubeconfig}", "--request-timeout=20s", "get",
+                   ",".join(cluster.KINDS), "--all-namespaces", "-o", "json"]
+        deadline = time.monotonic() + 90
+        while True:
+            result = node.run(command, timeout=60)
+            if result.returncode == 0 or "connection refused" not in result.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(3)
         if result.returncode != 0:
-            raise node.ReadError(f"kubectl get {','.join(cluster.KINDS)} failed: {result.stderr.strip()[-400:]}")
+            message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no message"
+            return node.ReadError(f"kubectl get {','.join(cluster.KINDS)} failed: {message}")
         try:
-            items = json.loads(result.stdout).get("items", [])
+            return cluster.ClusterState(json.loads(result.stdout).get("items", []), self.accepted_subjects)
         except ValueError as exc:
-            raise node.ReadError(f"kubectl get did not answer JSON: {exc}") from None
-        return cluster.ClusterState(items, self.accepted_subjects)
+            return node.ReadError(f"kubectl get did not answer JSON: {exc}")
 
     def pod_security_dry_run(self, namespace: dict, level: str) -> list[str]:
         """What the apiserver's Pod Security admission says of the namespace's running pods if it enforced
@@ -674,6 +683,8 @@ def read_cluster(check: dict, state: Node) -> Observation:
     """CIS section 5 over the API, once per cluster: the offending objects, and the namespaces exempt with the
     reason the cluster_policies role recorded on them."""
     view, aspect = state.cluster, check["aspect"]
+    if isinstance(view, Exception):
+        raise view
     if aspect == "grants":
         return _with_exempt(cluster.rbac_grants(view, check["resources"], check["verbs"]), [], "grant(s)")
     if aspect == "cluster_admin":

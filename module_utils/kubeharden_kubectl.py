@@ -14,6 +14,15 @@ KUBECTL_OPTIONS = {"kubeconfig": {"type": "path", "default": "/etc/kubernetes/ad
                    "kubectl": {"type": "str", "default": "kubectl"}}
 SETTLE_SECONDS = 90
 POLL_SECONDS = 2
+# What kubectl says while an apiserver restarts or refills its caches: worth asking again, unlike a refusal
+# (admission, validation), which is the answer.
+TRANSIENT = ("connection refused", "currently unable to handle", "unable to handle the request", "i/o timeout",
+             "TLS handshake timeout", "Unauthorized", "cannot get resource", "cannot list resource",
+             "cannot patch resource", "etcdserver", "context deadline exceeded", "EOF")
+
+
+def transient(stderr: str) -> bool:
+    return any(words in stderr for words in TRANSIENT)
 
 
 class Kubectl:
@@ -35,6 +44,16 @@ class Kubectl:
             if time.monotonic() >= deadline:
                 self.module.fail_json(msg=f"kubectl {' '.join(args)} failed for {SETTLE_SECONDS} s: "
                                           f"{(err or out).strip()}")
+            time.sleep(POLL_SECONDS)
+
+    def answer(self, *args: str, data: str | None = None) -> tuple[int, str, str]:
+        """kubectl's exit code, output and messages (warnings included), asked again for a bounded time while the
+        apiserver is restarting; a refusal is returned at once."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            rc, out, err = self.module.run_command([*self.base, *args], data=data)
+            if rc == 0 or not transient(err) or time.monotonic() >= deadline:
+                return rc, out, err
             time.sleep(POLL_SECONDS)
 
     def get(self, *args: str, missing_ok: bool = False) -> dict | None:

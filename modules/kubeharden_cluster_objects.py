@@ -147,7 +147,7 @@ def main() -> None:
                              "(nothing was changed)")
     apply = ["apply", "--server-side", "--force-conflicts", f"--field-manager={module.params['field_manager']}",
              "-o", "json", "-f", "-"]
-    rc, out, err = module.run_command([*kubectl.base, *apply, "--dry-run=server"], data=as_list(objects))
+    rc, out, err = kubectl.answer(*apply, "--dry-run=server", data=as_list(objects))
     if rc != 0:
         module.fail_json(msg=f"{name}: the apiserver refused the objects (server-side dry run; nothing was changed): "
                              f"{err.strip()}")
@@ -165,7 +165,7 @@ def main() -> None:
                       "before": yaml_text(before), "after": yaml_text(after)})
     warnings = [line.strip() for line in err.splitlines() if line.strip().startswith("Warning")]
     if changed and not module.check_mode:
-        rc, _out, err = module.run_command([*kubectl.base, *apply], data=as_list(changed))
+        rc, _out, err = kubectl.answer(*apply, data=as_list(changed))
         if rc != 0:
             module.fail_json(msg=f"{name}: applying failed: {err.strip()}",
                              applied=[], unchanged=unchanged)
