@@ -100,9 +100,10 @@ class Node:
     """Lazy, cached views of the node's state: each file or process is read once per audit."""
 
     def __init__(self, node_roles: list[str], accepted_subjects: list[str] | None = None,
-                 kubeconfig: str = "/etc/kubernetes/admin.conf"):
+                 kubeconfig: str = "/etc/kubernetes/admin.conf", pod_security_level: str = "restricted"):
         self.node_roles = node_roles
-        self.accepted_subjects = accepted_subjects or []
+        self.accepted_subjects = accepted_subjects or []  # the operator's choices for the cluster's controls
+        self.pod_security_level = pod_security_level
         self.kubeconfig = kubeconfig
         self._manifest_flags: dict[str, tuple[dict, str]] = {}
         self._certificates: list[dict] | None = None
@@ -694,13 +695,13 @@ def read_cluster(check: dict, state: Node) -> Observation:
     if aspect == "system_masters":
         return _with_exempt(cluster.system_masters(view), [], "binding(s) to system:masters")
     if aspect == "pod_security_labels":
-        return _with_exempt(*cluster.pod_security_labels(view, check.get("level", "baseline")), "namespace(s)")
+        return _with_exempt(*cluster.pod_security_labels(view, state.pod_security_level), "namespace(s)")
     if aspect == "default_deny":
         return _with_exempt(*cluster.default_deny(view), "namespace(s)")
     if aspect == "default_service_accounts":
         return _with_exempt(*cluster.default_service_accounts(view), "finding(s)")
     if aspect == "would_be_rejected":
-        level, offenders, exempt = check.get("level", "restricted"), [], []
+        level, offenders, exempt = state.pod_security_level, [], []
         for namespace in sorted(n["metadata"]["name"] for n in view.of("Namespace")):
             rejected = state.pod_security_dry_run(view.namespace(namespace), level)
             reason = view.exemption(namespace, "pod-security")

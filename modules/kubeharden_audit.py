@@ -44,6 +44,14 @@ options:
     type: list
     elements: str
     default: []
+  pod_security_level:
+    description:
+      - The Pod Security level the operator chose for the cluster's namespaces (the cluster_policies role's
+        C(cluster_policies_pod_security_level)); a namespace enforcing a weaker one without a recorded exemption
+        fails 5.2.1, and KH-K8S-5 asks the apiserver which running pods it would reject.
+    type: str
+    default: restricted
+    choices: [privileged, baseline, restricted]
 author:
   - kubeharden project (@kubeharden)
 """
@@ -129,7 +137,9 @@ def main() -> None:
         argument_spec={"controls": {"type": "list", "elements": "dict", "required": True},
                        "node_roles": {"type": "list", "elements": "str", "required": True},
                        "kubeadm_config": {"type": "path"},
-                       "accepted_subjects": {"type": "list", "elements": "str", "default": []}},
+                       "accepted_subjects": {"type": "list", "elements": "str", "default": []},
+                       "pod_security_level": {"type": "str", "default": "restricted",
+                                              "choices": ["privileged", "baseline", "restricted"]}},
         supports_check_mode=True,
     )
     problems = invalid_controls(module.params["controls"])
@@ -143,7 +153,8 @@ def main() -> None:
             module.fail_json(msg=str(exc))
         controls = [c for c in controls if RenderedNode.decides(c)]
     else:
-        state = Node(module.params["node_roles"], module.params["accepted_subjects"])
+        state = Node(module.params["node_roles"], module.params["accepted_subjects"],
+                     pod_security_level=module.params["pod_security_level"])
     started = time.perf_counter()
     results = evaluate_all(controls, module.params["node_roles"], state)
     seconds = round(time.perf_counter() - started, 3)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import kubeharden_controls
 import pytest
+import yaml
 
 from kubeharden import catalogue
 from tests.conftest import ROOT
@@ -209,3 +210,14 @@ def test_every_fix_names_tags_that_select_tasks_of_its_role():
             if fix["tags"] and not any(tagged(tag, fix["role"]) for tag in fix["tags"]):
                 missing.append(f"{control['id']}: no tag of {fix['tags']} selects a task of role {fix['role']}")
     assert missing == []
+
+
+def test_the_audit_falls_back_on_the_cluster_policies_roles_own_defaults():
+    """audit.yml reads the operator's choices for the cluster's controls from the inventory; unset, it must judge
+    by what the role applies."""
+    defaults = yaml.safe_load((ROOT / "roles/cluster_policies/defaults/main.yml").read_text())
+    audit = (ROOT / "playbooks/audit.yml").read_text()
+    level = defaults["cluster_policies_pod_security_level"]
+    assert f"cluster_policies_pod_security_level | default('{level}')" in audit
+    assert defaults["cluster_policies_rbac_accepted_subjects"] == [] and \
+        "cluster_policies_rbac_accepted_subjects | default([])" in audit
