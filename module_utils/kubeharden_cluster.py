@@ -47,6 +47,9 @@ def invalid_objects(objects: list) -> list[str]:
             missing.append("metadata.name")
         if missing:
             problems.append(f"item {index} has no {', '.join(missing)}")
+        elif obj["kind"] == "Secret":
+            problems.append(f"item {index} is a Secret, which kubeharden does not apply: its values would show in "
+                            "the diff and the task's result")
     return problems
 
 

@@ -23,7 +23,9 @@ description:
 version_added: "0.1.0"
 options:
   objects:
-    description: Complete Kubernetes objects (apiVersion, kind, metadata.name, metadata.namespace when namespaced).
+    description:
+      - Complete Kubernetes objects (apiVersion, kind, metadata.name, metadata.namespace when namespaced).
+      - Secrets are refused - their values would show in the diff and the result.
     type: list
     elements: dict
     required: true

@@ -146,3 +146,6 @@ def test_comparable_ignores_status_and_bookkeeping_but_not_labels():
         "networking.k8s.io", "NetworkPolicy", "n", "p")
     assert cluster.invalid_objects([{"kind": "Namespace", "metadata": {}}, "x"]) == [
         "item 0 has no apiVersion, metadata.name", "item 1 is not a mapping"]
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "data": {"password": "aHVudGVyMg=="}}
+    assert cluster.invalid_objects([secret]) == ["item 0 is a Secret, which kubeharden does not apply: its values "
+                                                 "would show in the diff and the task's result"]
