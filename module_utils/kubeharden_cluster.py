@@ -178,14 +178,14 @@ def system_masters(state: ClusterState) -> list[str]:
 
 # -- namespaces ------------------------------------------------------------------------------------------
 
-def _user_namespaces(state: ClusterState) -> list[str]:
+def _namespaces(state: ClusterState) -> list[str]:
     return sorted(n["metadata"]["name"] for n in state.of("Namespace"))
 
 
 def pod_security_labels(state: ClusterState, level: str) -> tuple[list[str], list[str]]:
     """Namespaces that enforce no Pod Security level, or one weaker than `level`; and the exempt ones."""
     offenders, exempt = [], []
-    for name in _user_namespaces(state):
+    for name in _namespaces(state):
         labels = state.namespace(name)["metadata"].get("labels") or {}
         enforced = labels.get(ENFORCE)
         reason = state.exemption(name, "pod-security")
@@ -205,7 +205,7 @@ def _denies(policy: dict, direction: str) -> bool:
 def default_deny(state: ClusterState) -> tuple[list[str], list[str]]:
     """Namespaces without a NetworkPolicy that denies all ingress and one that denies all egress."""
     offenders, exempt = [], []
-    for name in _user_namespaces(state):
+    for name in _namespaces(state):
         policies = [p for p in state.of("NetworkPolicy") if p["metadata"]["namespace"] == name]
         missing = [d for d in ("Ingress", "Egress") if not any(_denies(p, d) for p in policies)]
         reason = state.exemption(name, "default-deny")

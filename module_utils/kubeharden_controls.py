@@ -20,12 +20,14 @@ try:
     from ansible.module_utils import kubeharden_kubeadm as kubeadm
     from ansible.module_utils import kubeharden_node as node
     from ansible.module_utils import kubeharden_pki as pki
+    from ansible.module_utils.kubeharden_kubectl import transient
 except ImportError:  # imported directly by unit tests and the benchmark
     import kubeharden_cluster as cluster
     import kubeharden_encryption as encryption
     import kubeharden_kubeadm as kubeadm
     import kubeharden_node as node
     import kubeharden_pki as pki
+    from kubeharden_kubectl import transient
 
 PASS, FAIL, MANUAL, NOT_APPLICABLE, ERROR = "pass", "fail", "manual", "not_applicable", "error"
 
@@ -144,7 +146,7 @@ class Node:
         deadline = time.monotonic() + 90
         while True:
             result = node.run(command, timeout=60)
-            if result.returncode == 0 or "connection refused" not in result.stderr or time.monotonic() > deadline:
+            if result.returncode == 0 or not transient(result.stderr) or time.monotonic() > deadline:
                 break
             time.sleep(3)
         if result.returncode != 0:
