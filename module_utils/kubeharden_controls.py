@@ -675,8 +675,9 @@ def read_certificates(check: dict, state: Node) -> Observation:
 
 
 def _with_exempt(offenders: list[str], exempt: list[str], what: str) -> Observation:
-    evidence = f"{len(offenders)} {what}" + (f": {'; '.join(offenders[:8])}" if offenders else "") + \
-        (f"{'...' if len(offenders) > 8 else ''}" if offenders else "")
+    evidence = f"{len(offenders)} {what}"
+    if offenders:
+        evidence += f": {'; '.join(offenders[:8])}" + ("..." if len(offenders) > 8 else "")
     if exempt:
         evidence += f"; exempt: {'; '.join(exempt)}"
     return Observation(offenders, evidence)
@@ -704,8 +705,9 @@ def read_cluster(check: dict, state: Node) -> Observation:
         return _with_exempt(*cluster.default_service_accounts(view), "finding(s)")
     if aspect == "would_be_rejected":
         level, offenders, exempt = state.pod_security_level, [], []
-        for namespace in sorted(n["metadata"]["name"] for n in view.of("Namespace")):
-            rejected = state.pod_security_dry_run(view.namespace(namespace), level)
+        for found in sorted(view.of("Namespace"), key=lambda n: n["metadata"]["name"]):
+            namespace = found["metadata"]["name"]
+            rejected = state.pod_security_dry_run(found, level)
             reason = view.exemption(namespace, "pod-security")
             if reason is not None and rejected:
                 exempt.append(f"{namespace} ({reason}): {len(rejected)} pod line(s)")
