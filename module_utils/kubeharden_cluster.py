@@ -307,15 +307,23 @@ def default_service_accounts(state: ClusterState) -> tuple[list[str], list[str]]
     """Default service accounts that still mount their token into pods that do not say otherwise, and the running
     pods that use a default account with its token mounted (created before the account changed, or asking)."""
     offenders, exempt = [], []
-    for account in state.of("ServiceAccount"):
-        if account["metadata"]["name"] != "default" or account.get("automountServiceAccountToken") is False:
+    defaults = {account["metadata"]["namespace"]: account for account in state.of("ServiceAccount")
+                if account["metadata"]["name"] == "default"}
+    for found in state.of("Namespace"):
+        namespace = found["metadata"]["name"]
+        if (found.get("status") or {}).get("phase") == "Terminating":
             continue
-        namespace = account["metadata"]["namespace"]
+        account = defaults.get(namespace)
+        if account is not None and account.get("automountServiceAccountToken") is False:
+            continue
+        # A namespace whose account the controller has not created yet gets one that mounts its token.
+        problem = "automountServiceAccountToken not false" if account is not None else \
+            "not created yet (the controller creates it with its token mounted)"
         reason = state.exemption(namespace, "service-account-token")
         if reason is not None:
             exempt.append(f"{namespace} ({reason})")
         else:
-            offenders.append(f"{namespace}/default: automountServiceAccountToken not false")
+            offenders.append(f"{namespace}/default: {problem}")
     pods, exempt_pods = pods_with(state, "default_service_account")
     return sorted(offenders) + [f"pod {pod}: default account, token mounted" for pod in pods], \
         sorted(exempt) + exempt_pods
