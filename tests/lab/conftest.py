@@ -66,7 +66,7 @@ spec:
 
 def wait_default_service_accounts(lab) -> None:
     """The service account controller creates each namespace's default account shortly after the cluster starts;
-    until it has, section 5.1.5 has nothing to judge there."""
+    until it has, 5.1.5 names the namespace's account as not created yet instead of judging its setting."""
     for namespace in ("default", "kube-public", "kube-node-lease", "kube-system"):
         waited = _kubectl(lab, "wait", "--for=create", "serviceaccount/default", "-n", namespace, "--timeout=60s")
         assert waited.returncode == 0, waited.stderr
