@@ -130,12 +130,14 @@ def detail(result: dict) -> str:
 # -- formats ---------------------------------------------------------------------------------------------
 
 def to_table(report: AuditReport, verbose: bool = False) -> str:
-    marks = {"pass": "PASS", "fail": "FAIL", "manual": "MANUAL", "not_applicable": "N/A", "error": "ERROR"}
+    marks = {"pass": "PASS", "fail": "FAIL", "manual": "MANUAL", "not_applicable": "N/A", "error": "ERROR",
+             "exception": "EXCEPTION"}
     lines = []
     for node in sorted(report.results):
         counts = Counter(r["status"] for r in report.results[node])
         lines.append(f"== {node}: score {report.score(node)}% ({counts['pass']} pass, {counts['fail']} fail, "
-                     f"{counts['error']} error, {counts['manual']} manual, {counts['not_applicable']} n/a)")
+                     f"{counts['error']} error, {counts['manual']} manual, {counts['not_applicable']} n/a"
+                     + (f", {counts['exception']} exception" if counts["exception"] else "") + ")")
         version = report.versions.get(node)
         lines.append(f"   Kubernetes {version or '(no kubelet found)'}: {catalogue.benchmark_for(version or None)}")
         by_section: dict[str, list[dict]] = defaultdict(list)
@@ -186,7 +188,7 @@ def to_junit(report: AuditReport) -> str:
         counts = Counter(r["status"] for r in results)
         suite = ET.SubElement(suites, "testsuite", name=node, tests=str(len(results)),
                               failures=str(counts["fail"]), errors=str(counts["error"]),
-                              skipped=str(counts["manual"] + counts["not_applicable"]))
+                              skipped=str(counts["manual"] + counts["not_applicable"] + counts["exception"]))
         for r in results:
             control = report.controls[r["id"]]
             case = ET.SubElement(suite, "testcase", classname=f"{node}.{control['section']}",
@@ -196,7 +198,7 @@ def to_junit(report: AuditReport) -> str:
                     f"fix: {catalogue.fix_text(report.fix(node, r['id']))}"
             elif r["status"] == "error":
                 ET.SubElement(case, "error", message=detail(r))
-            elif r["status"] in ("manual", "not_applicable"):
+            elif r["status"] in ("manual", "not_applicable", "exception"):
                 ET.SubElement(case, "skipped", message=f"{r['status']}: {detail(r)}")
     for node, error in sorted(report.host_errors.items()):
         suite = ET.SubElement(suites, "testsuite", name=node, tests="1", failures="0", errors="1")
@@ -243,7 +245,7 @@ def to_prometheus(report: AuditReport) -> str:
     lines += ["# HELP kubeharden_controls Controls on the node by result status.", "# TYPE kubeharden_controls gauge"]
     for node, results in sorted(report.results.items()):
         counts = Counter(r["status"] for r in results)
-        for status in ("pass", "fail", "error", "manual", "not_applicable"):
+        for status in ("pass", "fail", "error", "manual", "not_applicable", "exception"):
             lines.append(f'kubeharden_controls{{node="{label(node)}",status="{status}"}} {counts[status]}')
     lines += ["# HELP kubeharden_node_score Percentage of decided controls that pass.",
               "# TYPE kubeharden_node_score gauge"]

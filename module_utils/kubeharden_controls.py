@@ -30,6 +30,8 @@ except ImportError:  # imported directly by unit tests and the benchmark
     from kubeharden_kubectl import transient
 
 PASS, FAIL, MANUAL, NOT_APPLICABLE, ERROR = "pass", "fail", "manual", "not_applicable", "error"
+# A benchmark control kubeharden does not apply on a Kubernetes node, with the reason the catalogue gives.
+EXCEPTION = "exception"
 
 
 class Observation:
@@ -763,6 +765,8 @@ def evaluate(control: dict, state: Node) -> dict:
     if "since" in check:
         check, rule = check_at(check, state.kubernetes_version)
     result = {"id": control["id"], "expected": "", "actual": None, "evidence": "", "reason": ""}
+    if control.get("exception"):
+        return {**result, "status": EXCEPTION, "reason": f"exception: {control['exception']}"}
     if check["read"] == "none":
         return {**result, "status": MANUAL, "reason": check.get("reason", "needs a person to decide")}
     if check.get("container") and state.in_container:

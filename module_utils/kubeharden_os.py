@@ -202,11 +202,13 @@ def audit_rule_error(rule: str, syscalls: set[str] | None) -> str | None:
 
 
 def audit_rule_directory(rule: str) -> str | None:
-    """The directory that must exist for the kernel to accept `rule`: a watch's parent, or a dir= field."""
+    """The directory that must exist for the kernel to accept `rule`: the parent of a watch or of a path= field,
+    or a dir= field."""
     words = rule.split()
     for index, word in enumerate(words[:-1]):
-        if word == "-w":
-            return words[index + 1].rstrip("/").rsplit("/", 1)[0] or "/"
+        if word == "-w" or (word == "-F" and words[index + 1].startswith("path=")):
+            path = words[index + 1].removeprefix("path=")
+            return path.rstrip("/").rsplit("/", 1)[0] or "/"
         if word == "-F" and words[index + 1].startswith("dir="):
             return words[index + 1][len("dir="):]
     return None

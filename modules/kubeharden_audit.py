@@ -90,7 +90,7 @@ certificates:
   sample: [{name: /etc/kubernetes/pki/apiserver.crt, subject: /CN=kube-apiserver, days_left: 364,
             not_after: "2027-11-28T10:06:14+00:00", managed_by: kubeharden}]
 summary:
-  description: Count of results by status (pass, fail, manual, not_applicable, error).
+  description: Count of results by status (pass, fail, manual, not_applicable, error, exception).
   returned: always
   type: dict
   sample: {pass: 120, fail: 14, manual: 6, not_applicable: 3, error: 0}

@@ -27,7 +27,8 @@ SEVERITIES = ("low", "medium", "high")
 # `cluster`: the one control-plane node the audit reads the cluster's API from (controls of the whole cluster).
 NODE_ROLES = ("control_plane", "workers", "etcd", "cluster")
 TYPES = ("automated", "manual")
-FIELDS = {"id", "title", "severity", "type", "required", "node_roles", "benchmark", "check", "remediation"}
+FIELDS = {"id", "title", "severity", "type", "required", "node_roles", "benchmark", "check", "remediation",
+          "exception", "same_as"}
 REMEDIATION_FIELDS = {"role", "variable", "tags"}
 # The check types and the keys each takes (checks.yml); every other YAML file here is a part of the catalogue.
 CHECK_TYPES_FILE = "checks.yml"
@@ -140,6 +141,8 @@ def validate(controls: list[dict]) -> None:
         if not set(control.get("node_roles") or ["?"]) <= set(NODE_ROLES):
             problems.append(f"{cid}: node_roles must be among {NODE_ROLES}")
         problems += _check_problems(cid, control.get("check") or {})
+        if "exception" in control and not (isinstance(control["exception"], str) and control["exception"].strip()):
+            problems.append(f"{cid}: exception must say why the control is not applied")
         if not control.get("section"):
             problems.append(f"{cid}: in no section its file declares (`sections`, by ID prefix)")
         remediation = control.get("remediation") or {}
@@ -174,12 +177,28 @@ def _read_part(path: Path) -> list[dict]:
     return controls
 
 
+def _resolve_same_as(controls: list[dict]) -> None:
+    """A control that is the same rule as another (`same_as: KH-OS-2.1`) takes that control's check and fix, so
+    the rule has one expected state and one place that fixes it."""
+    by_id = {control.get("id"): control for control in controls}
+    for control in controls:
+        same = by_id.get(control.get("same_as"))
+        if control.get("same_as") and (same is None or same.get("same_as")):
+            raise CatalogueError(f"{control['id']}: same_as {control['same_as']} names no control with a check of "
+                                 "its own")
+        if same is not None:
+            control.setdefault("check", same["check"])
+            control["remediation"] = {**same["remediation"], **{k: v for k, v in control["remediation"].items()
+                                                                 if k not in ("role", "tags")}}
+
+
 @cache
 def _load(directory: str) -> tuple[dict, ...]:
     controls, roles = [], role_defaults()
     for path in sorted(Path(directory).glob("*.yml")):
         if path.name != CHECK_TYPES_FILE:
             controls.extend(_read_part(path))
+    _resolve_same_as(controls)
     validate(controls)
     for control in controls:
         control["remediation"]["tags"] = list(control["remediation"]["tags"])
@@ -278,6 +297,10 @@ def render_markdown(controls: list[dict]) -> str:
         kind = control["type"]
         if kind == "manual":
             kind += ", enforced" if control.get("required") else ", operator's call"
+        if control.get("exception"):
+            kind = f"exception: {control['exception']}"
+        if control.get("same_as"):
+            kind += f"; the same rule as {control['same_as']}"
         fix = _fix_cell(control["remediation"])
         if "etcd_host" in control["remediation"]:
             fix += "; etcd as a host service: " + _fix_cell(control["remediation"]["etcd_host"])

@@ -221,3 +221,18 @@ def test_the_audit_falls_back_on_the_cluster_policies_roles_own_defaults():
     assert f"cluster_policies_pod_security_level | default('{level}')" in audit
     assert defaults["cluster_policies_rbac_accepted_subjects"] == [] and \
         "cluster_policies_rbac_accepted_subjects | default([])" in audit
+
+
+def test_a_control_that_is_the_same_rule_takes_its_check_and_fix():
+    controls = {c["id"]: c for c in catalogue.load()}
+    same, original = controls["DEB12-1.1.1.1"], controls["KH-OS-2.1"]
+    assert same["check"] == original["check"] and same["remediation"] == original["remediation"]
+    with pytest.raises(catalogue.CatalogueError, match="same_as KH-NOPE names no control"):
+        catalogue._resolve_same_as([{"id": "X", "same_as": "KH-NOPE", "remediation": {}}])
+
+
+def test_every_cis_debian_exception_gives_its_reason_and_is_reported_as_one():
+    exceptions = [c for c in catalogue.load() if c.get("exception")]
+    assert {"DEB12-3.3.1", "DEB12-4.1.1", "DEB12-5.2.4"} <= {c["id"] for c in exceptions}
+    with pytest.raises(catalogue.CatalogueError, match="exception must say why"):
+        catalogue.validate([{**exceptions[0], "exception": " "}])

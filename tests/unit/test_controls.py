@@ -218,3 +218,14 @@ def test_etcd_kind_tells_a_kubeadm_etcd_from_a_host_service():
     stacked.etcd = ({"data-dir": "/var/lib/etcd"}, "manifest /etc/kubernetes/manifests/etcd.yaml")
     host.etcd = ({"data-dir": "/var/lib/etcd"}, "etcd.service: /etc/systemd/system/etcd.service")
     assert (stacked.etcd_kind, host.etcd_kind, worker.etcd_kind) == ("static_pod", "host", "none")
+
+
+def test_an_exception_is_reported_with_its_reason_and_never_read(monkeypatch):
+    def never(check, state):
+        raise AssertionError("an exception's check is not read")
+
+    monkeypatch.setitem(controls.READERS, "sysctl", never)
+    control = {"id": "DEB12-3.3.1", "exception": "Kubernetes forwards pod traffic",
+               "check": {"read": "sysctl", "key": "net.ipv4.ip_forward", "op": "eq", "value": "0"}}
+    result = controls.evaluate(control, controls.Node([]))
+    assert result["status"] == "exception" and result["reason"] == "exception: Kubernetes forwards pod traffic"

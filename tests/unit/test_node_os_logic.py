@@ -98,6 +98,7 @@ def test_audit_rule_directory():
     assert os_logic.audit_rule_directory("-w /usr/bin/kubelet -p wa") == "/usr/bin"
     assert os_logic.audit_rule_directory("-a always,exit -F dir=/var/lib/etcd/ -F perm=wa") == "/var/lib/etcd/"
     assert os_logic.audit_rule_directory("-a always,exit -S mount") is None
+    assert os_logic.audit_rule_directory("-a always,exit -F path=/usr/bin/chcon -F perm=x -k c") == "/usr/bin"
 
 
 def test_sysctl_render_and_overrides():

@@ -99,7 +99,7 @@ def test_nodeports_cni_presets_and_extra_rules_come_last():
 def node_units(pending=(), **changes):
     choices = {"container": False, "auditd": True, "services": True, "swap_off": True, "time_sync": True,
                "has_chrony": False, "apparmor": True, "security_packages": ["fail2ban", "debsums"],
-               "changed_files": []}
+               "changed_files": [], "aide": True, "journald": True}
     return {u["name"]: u for u in units(list(pending), **{**choices, **changes})}
 
 
@@ -110,12 +110,18 @@ def test_node_os_starts_its_daemons_on_a_machine_and_only_enables_them_in_a_cont
     assert machine["swap.target"] == {"name": "swap.target", "masked": True}
     assert machine["fail2ban.service"]["restart"] is False
     assert node_units(changed_files=["/etc/fail2ban/jail.local"])["fail2ban.service"]["restart"] is True
+    assert machine["dailyaidecheck.timer"]["state"] == "started" and container["dailyaidecheck.timer"]["state"] is None
+    # journald runs wherever systemd does: restarted, in a container too, only when its drop-in changed
+    assert container["systemd-journald.service"] == {"name": "systemd-journald.service", "state": "restarted",
+                                                      "restart": False}
+    changed = node_units(container=True, changed_files=["/etc/systemd/journald.conf.d/kubeharden.conf"])
+    assert changed["systemd-journald.service"]["restart"] is True
 
 
 def test_a_unit_whose_package_is_not_installed_yet_is_left_alone_in_check_mode():
-    pending = node_units(pending=["auditd", "apparmor", "fail2ban"])
-    assert not {"auditd.service", "apparmor.service", "fail2ban.service"} & set(pending)
-    assert set(node_units(services=False)) == {"auditd.service"}
+    pending = node_units(pending=["auditd", "apparmor", "fail2ban", "aide-common"])
+    assert not {"auditd.service", "apparmor.service", "fail2ban.service", "dailyaidecheck.timer"} & set(pending)
+    assert set(node_units(services=False, aide=False)) == {"auditd.service"}
 
 
 etcd_setting = load("etcd", "etcd_settings").etcd_setting

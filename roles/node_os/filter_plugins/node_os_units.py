@@ -8,15 +8,22 @@ run it for, and a container's systemd may not start it (kubeharden_container).
 
 from __future__ import annotations
 
+JOURNALD_CONF = "/etc/systemd/journald.conf.d/kubeharden.conf"
+
 
 def node_os_managed_units(pending_packages: list, *, container: bool, auditd: bool, services: bool, swap_off: bool,
                           time_sync: bool, has_chrony: bool, apparmor: bool, security_packages: list,
-                          changed_files: list) -> list[dict]:
+                          changed_files: list, aide: bool = False, journald: bool = False) -> list[dict]:
     running = None if container else "started"
     installed = set(security_packages) - set(pending_packages)
     units = []
     if auditd and "auditd" not in pending_packages:  # KH-OS-6
         units.append({"name": "auditd.service", "enabled": True, "state": running})
+    if aide and "aide-common" not in pending_packages:  # CIS Debian 12 6.3.2: the daily check
+        units.append({"name": "dailyaidecheck.timer", "enabled": True, "state": running})
+    if services and journald:  # journald runs wherever systemd does, a container's included
+        units.append({"name": "systemd-journald.service", "state": "restarted",
+                      "restart": JOURNALD_CONF in changed_files})
     if services and swap_off:  # KH-OS-9: the kubelet wants no swap
         units.append({"name": "swap.target", "masked": True})
     if services and time_sync:
