@@ -19,6 +19,7 @@ try:
     from ansible.module_utils import kubeharden_encryption as encryption
     from ansible.module_utils import kubeharden_kubeadm as kubeadm
     from ansible.module_utils import kubeharden_node as node
+    from ansible.module_utils import kubeharden_os as os_logic
     from ansible.module_utils import kubeharden_pki as pki
     from ansible.module_utils.kubeharden_kubectl import transient
 except ImportError:  # imported directly by unit tests and the benchmark
@@ -26,6 +27,7 @@ except ImportError:  # imported directly by unit tests and the benchmark
     import kubeharden_encryption as encryption
     import kubeharden_kubeadm as kubeadm
     import kubeharden_node as node
+    import kubeharden_os as os_logic
     import kubeharden_pki as pki
     from kubeharden_kubectl import transient
 
@@ -469,10 +471,11 @@ def read_line(check: dict, state: Node) -> Observation:
 
 
 def read_package(check: dict, state: Node) -> Observation:
-    status = state.packages.get(check["package"], "")
-    installed = status.startswith("ii")
+    """`installed` when the package (or any of `packages`) is installed, else `absent`."""
+    names = check["packages"] if "packages" in check else [check["package"]]
+    installed = [name for name in names if state.packages.get(name, "").startswith("ii")]
     return Observation("installed" if installed else "absent",
-                       f"{check['package']}: {'installed' if installed else 'not installed'}")
+                       ", ".join(f"{name}: {'installed' if name in installed else 'not installed'}" for name in names))
 
 
 def read_service(check: dict, state: Node) -> Observation:
@@ -501,6 +504,16 @@ def read_swap(check: dict, state: Node) -> Observation:
                  if len(line.split()) >= 3 and not line.lstrip().startswith("#") and line.split()[2] == "swap"]
     swaps = active + [f"{entry} (fstab)" for entry in fstab]
     return Observation(swaps, "swap: " + (", ".join(swaps) if swaps else "none active, none in /etc/fstab"))
+
+
+def read_accounts(check: dict, state: Node) -> Observation:
+    """The local accounts offending one rule (/etc/passwd, /etc/group, /etc/shadow)."""
+    aspect = check["aspect"]
+    if aspect not in os_logic.ACCOUNT_ASPECTS:
+        raise node.ReadError(f"unknown accounts aspect {aspect!r}")
+    texts = [node.read_text(path) for path in ("/etc/passwd", "/etc/group", "/etc/shadow")]
+    offenders = os_logic.account_offenders(aspect, *texts, today=int(time.time() // 86400))
+    return Observation(offenders, f"{aspect}: " + (", ".join(offenders) if offenders else "none"))
 
 
 def read_audit_rule(check: dict, state: Node) -> Observation:
@@ -727,13 +740,14 @@ READERS = {
     "file": read_file, "flag": read_flag, "kubelet": read_kubelet, "sysctl": read_sysctl, "module": read_module,
     "kubelet_serving": read_kubelet_serving, "process_user": read_process_user,
     "sshd": read_sshd, "line": read_line, "package": read_package, "service": read_service, "mount": read_mount,
-    "swap": read_swap, "audit_rule": read_audit_rule, "encryption_provider": read_encryption_provider,
+    "swap": read_swap, "accounts": read_accounts, "audit_rule": read_audit_rule,
+    "encryption_provider": read_encryption_provider,
     "pod_security": read_pod_security, "anonymous_auth": read_anonymous_auth, "same_file": read_same_file,
     "nft_table": read_nft_table,
     "certificates": read_certificates, "etcd_encryption": read_etcd_encryption, "cluster": read_cluster,
 }
 # Readers whose observation is a list of offending items: the control passes when it is empty.
-OFFENDER_READERS = {"file", "swap", "certificates", "cluster"}
+OFFENDER_READERS = {"file", "swap", "certificates", "cluster", "accounts"}
 
 
 def _expected_text(check: dict) -> str:

@@ -214,6 +214,72 @@ def audit_rule_directory(rule: str) -> str | None:
     return None
 
 
+# -- local accounts (CIS Debian 12 5.4.2, 7.2) -------------------------------------------------------------
+
+NO_LOGIN_SHELLS = {"/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false"}
+# Debian's accounts whose shell is a command, not a login shell, or whose primary group is root by design.
+SPECIAL_ACCOUNTS = {"root", "sync", "shutdown", "halt", "operator"}
+ACCOUNT_ASPECTS = ("uid0", "gid0_users", "gid0_groups", "root_access", "system_shells", "locked_without_shell",
+                   "shadowed", "empty_passwords", "missing_groups", "shadow_group", "duplicate_uids",
+                   "duplicate_gids", "duplicate_users", "duplicate_groups", "future_password_change")
+
+
+def _entries(text: str, fields: int) -> list[list[str]]:
+    rows = []
+    for line in text.splitlines():
+        if line.strip() and not line.startswith(("#", "+", "-")):
+            row = line.split(":")
+            rows.append(row + [""] * (fields - len(row)))
+    return rows
+
+
+def _duplicates(values: list[str]) -> list[str]:
+    return sorted({value for value in values if values.count(value) > 1})
+
+
+def account_offenders(aspect: str, passwd: str, group: str, shadow: str, today: int) -> list[str]:
+    """What offends one CIS account rule, from the texts of /etc/passwd, /etc/group and /etc/shadow (`today`:
+    days since the epoch). An empty list passes."""
+    users, groups, shadows = _entries(passwd, 7), _entries(group, 4), {row[0]: row for row in _entries(shadow, 9)}
+    gids = {row[2] for row in groups}
+    if aspect == "uid0":
+        return [row[0] for row in users if row[2] == "0" and row[0] != "root"]
+    if aspect == "gid0_users":
+        return [row[0] for row in users if row[3] == "0" and row[0] not in SPECIAL_ACCOUNTS]
+    if aspect == "gid0_groups":
+        return [row[0] for row in groups if row[2] == "0" and row[0] != "root"]
+    if aspect == "root_access":
+        return ["root: empty password"] if shadows.get("root", ["root", ""])[1] == "" else []
+    if aspect == "system_shells":
+        return [f"{row[0]} ({row[6]})" for row in users if row[0] not in SPECIAL_ACCOUNTS and row[2].isdigit()
+                and int(row[2]) < 1000 and row[6] not in NO_LOGIN_SHELLS]
+    if aspect == "locked_without_shell":
+        return [row[0] for row in users if row[0] != "root" and row[6] in NO_LOGIN_SHELLS
+                and not shadows.get(row[0], ["", "!"])[1].startswith(("!", "*"))]
+    if aspect == "shadowed":
+        return [row[0] for row in users if row[1] != "x"]
+    if aspect == "empty_passwords":
+        return [name for name, row in shadows.items() if row[1] == ""]
+    if aspect == "missing_groups":
+        return [f"{row[0]} (gid {row[3]})" for row in users if row[3] not in gids]
+    if aspect == "shadow_group":
+        shadow_rows = [row for row in groups if row[0] == "shadow"]
+        members = [m for row in shadow_rows for m in row[3].split(",") if m]
+        primary = [row[0] for row in users for g in shadow_rows if row[3] == g[2]]
+        return [f"member {m}" for m in members] + [f"primary group of {u}" for u in primary]
+    if aspect == "duplicate_uids":
+        return _duplicates([row[2] for row in users])
+    if aspect == "duplicate_gids":
+        return _duplicates([row[2] for row in groups])
+    if aspect == "duplicate_users":
+        return _duplicates([row[0] for row in users])
+    if aspect == "duplicate_groups":
+        return _duplicates([row[0] for row in groups])
+    if aspect == "future_password_change":
+        return [name for name, row in shadows.items() if row[2].isdigit() and int(row[2]) > today]
+    raise ValueError(f"unknown account aspect {aspect!r}")
+
+
 # -- sshd --------------------------------------------------------------------------------------------------
 
 def sshd_word(value) -> str:

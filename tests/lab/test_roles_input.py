@@ -17,7 +17,7 @@ pytestmark = pytest.mark.lab
 KUBELET_FILES = "stat -c '%a %Y' /var/lib/kubelet/config.yaml && sha256sum /var/lib/kubelet/config.yaml"
 STATIC_POD_MANIFESTS = "sha256sum /etc/kubernetes/manifests/*.yaml"
 NODE_OS_FILES = ("ls -l --time-style=+%s /etc/sysctl.d /etc/modprobe.d /etc/ssh/sshd_config.d /etc/login.defs "
-                 "/etc/pam.d/su /etc/pam.d/common-auth")
+                 "/etc/pam.d/su /etc/pam.d/common-auth /etc/pam.d/common-password /etc/sudoers.d /etc/security")
 
 
 def node_output(lab, node: str, command: str) -> str:
@@ -65,6 +65,10 @@ def test_invalid_control_plane_variables_fail_before_any_change(lab, variables, 
     ({"node_os_su_group": "Admins Group", "node_os_ssh_banner": "issue.net"},
      "node_os_ssh_banner: is an absolute path or none. node_os_su_group: is a group name"),
     ({"node_os_inactive_days": "thirty"}, "node_os_inactive_days"),
+    # CIS Debian 12 settings: a sudo Defaults value with a quote would let a value end the line early.
+    ({"node_os_sudo_defaults": {"logfile": '/var/log/sudo.log" !use_pty'}, "node_os_password_history": 500},
+     "node_os_password_history: is how many previous passwords pam_pwhistory refuses (0 to 400), 0 to leave the "
+     "history alone. node_os_sudo_defaults: maps sudo Defaults names"),
 ])
 def test_invalid_node_os_variables_fail_before_any_change(lab, variables, named):
     before = node_output(lab, "w1", NODE_OS_FILES)

@@ -137,3 +137,54 @@ def test_no_lockout_for_a_key_user_in_an_allowed_group():
                  "allowgroups": "sudo ssh-users", "allowusers": "labadmin@*"}
     assert os_logic.lockout_reasons(effective, "labadmin", ["labadmin", "sudo"], False) == []
     assert os_logic.lockout_reasons({"permitrootlogin": "prohibit-password"}, "root", ["root"], False) == []
+
+
+PASSWD = """root:x:0:0:root:/root:/bin/bash
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+sync:x:4:65534:sync:/bin:/bin/sync
+games:x:5:60:games:/usr/games:/bin/sh
+toor:x:0:0::/root:/bin/bash
+ops:x:1000:1000::/home/ops:/bin/bash
+ghost:*:1001:4242::/home/ghost:/bin/bash
+ops:x:1002:0::/home/ops2:/bin/bash
+"""
+GROUP = """root:x:0:
+daemon:x:1:
+shadow:x:42:ops
+games:x:60:
+ops:x:1000:
+ops:x:1000:
+wheel:x:0:
+"""
+SHADOW = """root:$y$j9T$abc:19000:0:99999:7:::
+daemon:*:19000:0:99999:7:::
+sync:*:19000:0:99999:7:::
+games::19000:0:99999:7:::
+ops:$y$j9T$def:99999:1:365:7:::
+"""
+
+
+def test_account_rules_name_each_offending_account():
+    def offenders(aspect):
+        return os_logic.account_offenders(aspect, PASSWD, GROUP, SHADOW, today=20000)
+
+    assert offenders("uid0") == ["toor"]
+    assert offenders("gid0_users") == ["toor", "ops"]
+    assert offenders("gid0_groups") == ["wheel"]
+    assert offenders("root_access") == []
+    assert offenders("system_shells") == ["games (/bin/sh)", "toor (/bin/bash)"]  # sync's /bin/sync is Debian's
+    assert offenders("locked_without_shell") == []  # daemon is locked
+    assert offenders("shadowed") == ["ghost"]
+    assert offenders("empty_passwords") == ["games"]
+    assert offenders("missing_groups") == ["sync (gid 65534)", "ghost (gid 4242)"]
+    assert offenders("shadow_group") == ["member ops"]
+    assert offenders("duplicate_uids") == ["0"]
+    assert offenders("duplicate_gids") == ["0", "1000"]
+    assert offenders("duplicate_users") == ["ops"]
+    assert offenders("duplicate_groups") == ["ops"]
+    assert offenders("future_password_change") == ["ops"]
+    clean = "root:x:0:0:root:/root:/bin/bash\n"
+    assert os_logic.account_offenders("root_access", clean, "root:x:0:\n", "root::1:::::\n", 1) == [
+        "root: empty password"]
+    with pytest.raises(ValueError, match="unknown account aspect"):
+        os_logic.account_offenders("nope", clean, "", "", 1)

@@ -107,6 +107,10 @@ def test_node_os_starts_its_daemons_on_a_machine_and_only_enables_them_in_a_cont
     machine, container = node_units(), node_units(container=True)
     assert machine["auditd.service"]["state"] == "started" and container["auditd.service"]["state"] is None
     assert machine["systemd-timesyncd.service"]["enabled"] and "chrony.service" in node_units(has_chrony=True)
+    assert machine["systemd-timesyncd.service"]["state"] == "started"
+    servers = node_units(changed_files=["/etc/systemd/timesyncd.conf.d/kubeharden.conf"])
+    assert servers["systemd-timesyncd.service"] == {"name": "systemd-timesyncd.service", "enabled": True,
+                                                    "state": "restarted", "restart": True}
     assert machine["swap.target"] == {"name": "swap.target", "masked": True}
     assert machine["fail2ban.service"]["restart"] is False
     assert node_units(changed_files=["/etc/fail2ban/jail.local"])["fail2ban.service"]["restart"] is True

@@ -9,6 +9,7 @@ run it for, and a container's systemd may not start it (kubeharden_container).
 from __future__ import annotations
 
 JOURNALD_CONF = "/etc/systemd/journald.conf.d/kubeharden.conf"
+TIMESYNCD_CONF = "/etc/systemd/timesyncd.conf.d/kubeharden.conf"
 
 
 def node_os_managed_units(pending_packages: list, *, container: bool, auditd: bool, services: bool, swap_off: bool,
@@ -27,8 +28,10 @@ def node_os_managed_units(pending_packages: list, *, container: bool, auditd: bo
     if services and swap_off:  # KH-OS-9: the kubelet wants no swap
         units.append({"name": "swap.target", "masked": True})
     if services and time_sync:
+        servers_changed = not has_chrony and TIMESYNCD_CONF in changed_files
         units.append({"name": "chrony.service" if has_chrony else "systemd-timesyncd.service", "enabled": True,
-                      "state": running})
+                      "state": None if container else "restarted" if servers_changed else "started",
+                      "restart": servers_changed})
     if services and apparmor and "apparmor" not in pending_packages:
         units.append({"name": "apparmor.service", "enabled": True})
     if services and "fail2ban" in installed:
