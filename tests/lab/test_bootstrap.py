@@ -43,9 +43,13 @@ def judged(lab) -> list[dict]:
     """The catalogue over what kubeadm init would write from the node's configuration."""
     controls = subprocess.run(["python", "-m", "kubeharden.catalogue", "--json"], capture_output=True, text=True,
                               check=True).stdout
+    # The catalogue is longer than one command-line argument may be: it travels as an extra-vars file.
+    catalogue_vars = lab.inventory_path.parent / "catalogue-vars.json"
+    catalogue_vars.write_text(json.dumps({"kubeharden_controls": json.loads(controls)}))
     done = subprocess.run(["ansible", "-i", str(lab.inventory_path), "cp1", "-b", "-m", "kubeharden_audit",
-                           "-a", json.dumps({"controls": json.loads(controls), "node_roles": ["control_plane",
-                                                                                             "etcd", "k8s_cluster"],
+                           "-e", f"@{catalogue_vars}",
+                           "-a", json.dumps({"controls": "{{ kubeharden_controls }}",
+                                             "node_roles": ["control_plane", "etcd", "k8s_cluster"],
                                              "kubeadm_config": CONFIG}), "--tree", str(lab.inventory_path.parent)],
                           capture_output=True, text=True, check=False,
                           env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})

@@ -20,11 +20,14 @@ pytestmark = pytest.mark.lab
 
 # 4.2.4 is Manual in the benchmark, but site.yml closes the kubelet's unauthenticated port by default: enforced.
 # 4.2.9: w1's kubelet back to a serving certificate it signs itself, which the apiserver (1.2.5) refuses.
-HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "5.2.1", "KH-FW-2"}, "w1": {"4.2.1", "4.2.4", "4.2.9", "KH-OS-1.13"}}
+# DEB12-3.3.2 is the same rule as KH-OS-1.13 (same_as): one change, both controls name it.
+HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "5.2.1", "KH-FW-2"},
+             "w1": {"4.2.1", "4.2.4", "4.2.9", "KH-OS-1.13", "DEB12-3.3.2"}}
 # What restores each change, as the check-mode diff shows it.
 RESTORING_LINES = {"1.1.13": "+/etc/kubernetes/admin.conf 0600 root:root", "1.2.15": "+    - --profiling=false",
                    "KH-FW-2": "-\t\ttcp dport 31337 accept", "4.2.1": "+    enabled: false",
                    "KH-OS-1.13": "+net.ipv4.conf.all.send_redirects = 0", "4.2.4": "+readOnlyPort: 0",
+                   "DEB12-3.3.2": "+net.ipv4.conf.all.send_redirects = 0",
                    "4.2.9": "+serverTLSBootstrap: true",
                    "5.2.1": "+    pod-security.kubernetes.io/enforce: restricted"}
 
@@ -127,7 +130,7 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
                             capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert "now passing: 1.1.13, 1.2.15, 5.2.1, KH-FW-2" in report.stdout, report.stdout
-    assert "now passing: 4.2.1, 4.2.4, 4.2.9, KH-OS-1.13" in report.stdout, report.stdout
+    assert "now passing: 4.2.1, 4.2.4, 4.2.9, DEB12-3.3.2, KH-OS-1.13" in report.stdout, report.stdout
     page = (tmp_path / "r.html").read_text()
     assert "<svg" in page and "cp1" in page and "4.2.9" in page  # trend drawn, fixed controls listed
     assert len(list((state / "history").glob("*.json"))) == 3  # baseline, before and after remediation
