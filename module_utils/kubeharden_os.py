@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections import Counter
 
 # -- sysctl ------------------------------------------------------------------------------------------------
 
@@ -234,7 +235,7 @@ def _entries(text: str, fields: int) -> list[list[str]]:
 
 
 def _duplicates(values: list[str]) -> list[str]:
-    return sorted({value for value in values if values.count(value) > 1})
+    return sorted(value for value, count in Counter(values).items() if count > 1)
 
 
 def account_offenders(aspect: str, passwd: str, group: str, shadow: str, today: int) -> list[str]:
