@@ -182,6 +182,11 @@ class Node:
                 if line.startswith("Warning: ") and "existing pods in namespace" not in line]
 
     @functools.cached_property
+    def account_files(self) -> tuple[str, str, str]:
+        """/etc/passwd, /etc/group and /etc/shadow, read once for every account control."""
+        return tuple(node.read_text(path) for path in ("/etc/passwd", "/etc/group", "/etc/shadow"))
+
+    @functools.cached_property
     def sysctl_persisted(self) -> dict:
         return node.sysctl_persisted()
 
@@ -511,8 +516,7 @@ def read_accounts(check: dict, state: Node) -> Observation:
     aspect = check["aspect"]
     if aspect not in os_logic.ACCOUNT_ASPECTS:
         raise node.ReadError(f"unknown accounts aspect {aspect!r}")
-    texts = [node.read_text(path) for path in ("/etc/passwd", "/etc/group", "/etc/shadow")]
-    offenders = os_logic.account_offenders(aspect, *texts, today=int(time.time() // 86400))
+    offenders = os_logic.account_offenders(aspect, *state.account_files, today=int(time.time() // 86400))
     return Observation(offenders, f"{aspect}: " + (", ".join(offenders) if offenders else "none"))
 
 
