@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "drift", help="which controls drifted from the hardened state, the diff that restores them, and the fix",
         description="Runs the audit and playbooks/site.yml in check and diff mode. Exit codes: 0 no drift; 1 a "
-                    "control drifted (after --remediate: still drifted); 2 a node could not be checked or remediated.")
+                    "control drifted (after --remediate: still drifted); 2 a node could not be checked or remediated, "
+                    "or a control could not be judged.")
     check.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
     check.add_argument("--limit", help="Ansible host pattern to check only some nodes")
     check.add_argument("--format", choices=sorted(drift.FORMATS), default="table")

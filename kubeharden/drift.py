@@ -4,8 +4,10 @@ A run is the audit plus the hardening playbooks (`site.yml`) in check and diff m
 on a node when it fails there and the hardening would change something under the control's remediation tag
 (catalogue `remediation.tags`), unless the node's previous drift record shows the same control failing without
 having drifted: such a control fails in the hardened state too (docs/exceptions.md) and is reported as an
-*expected failure*. Pending changes tied to no failing control are listed as well. `--remediate` runs
-`site.yml` limited to the drifted nodes and to the drifted controls' tags, then runs the drift check again.
+*expected failure*. Pending changes tied to no failing control are listed as well, and so are the controls the
+audit could not judge (status error: an apiserver restarting, a file unreadable): such a run is not clean.
+`--remediate` runs `site.yml` limited to the drifted nodes and to the drifted controls' tags, then runs the drift
+check again.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def classify(controls: dict[str, dict], results: list[dict], changes: list[dict]
                 "controls": [cid for cid in drifted + expected
                              if tags(cid) & set(change["tags"])]}
                for change in changes if not change["failed"]]
-    return {"drifted": drifted, "expected_failures": expected, "pending": pending, "baseline": previous is not None}
+    unjudged = [r["id"] for r in results if r["status"] == "error"]
+    return {"drifted": drifted, "expected_failures": expected, "pending": pending, "unjudged": unjudged,
+            "baseline": previous is not None}
 
 
 @dataclass
@@ -64,7 +68,8 @@ class DriftReport:
         return {node: entry["drifted"] for node, entry in self.nodes.items() if entry["drifted"]}
 
     def exit_code(self) -> int:
-        if self.errors or (self.remediation and self.remediation["errors"]):
+        if self.errors or (self.remediation and self.remediation["errors"]) or \
+                any(entry.get("unjudged") for entry in self.nodes.values()):
             return EXIT_ERROR
         return EXIT_DRIFTED if self.drifted() else EXIT_CLEAN
 
@@ -153,6 +158,11 @@ def _node_lines(report: DriftReport, node: str) -> list[str]:
         if not change["controls"]:
             lines.append(f"  pending change tied to no failing control: {change['task']} [{', '.join(change['tags'])}]")
             lines += _indent(change["diff"], "            ")
+    why: dict[str, list[str]] = {}  # one reason often stops many controls (the apiserver answers none of them)
+    for cid in entry.get("unjudged", []):
+        why.setdefault(detail(results[cid]), []).append(cid)
+    for reason, ids in why.items():
+        lines.append(f"  NOT JUDGED {', '.join(ids)}: {reason}")
     if entry.get("check_error"):
         lines.append(f"  CHECK INCOMPLETE: {entry['check_error']}")
     return lines
@@ -201,8 +211,10 @@ def to_junit(report: DriftReport) -> str:
     suites = ET.Element("testsuites", name="kubeharden drift")
     for node, entry in sorted(report.nodes.items()):
         results = report.audit.results[node]
+        unjudged = entry.get("unjudged", [])
         suite = ET.SubElement(suites, "testsuite", name=node, tests=str(len(results)),
-                              failures=str(len(entry["drifted"])), errors="1" if entry.get("check_error") else "0")
+                              failures=str(len(entry["drifted"])),
+                              errors=str(len(unjudged) + (1 if entry.get("check_error") else 0)))
         for result in results:
             control = report.audit.controls[result["id"]]
             case = ET.SubElement(suite, "testcase", classname=f"{node}.{control['section']}",
@@ -211,6 +223,8 @@ def to_junit(report: DriftReport) -> str:
                 diffs = [change["diff"] for change in entry["pending"] if result["id"] in change["controls"]]
                 ET.SubElement(case, "failure", message=f"drifted: {result['evidence']}",
                               type=control["severity"]).text = "\n".join(diffs)
+            elif result["id"] in unjudged:
+                ET.SubElement(case, "error", message=f"not judged: {detail(result)}")
         if entry.get("check_error"):
             ET.SubElement(ET.SubElement(suite, "testcase", name="check mode"), "error", message=entry["check_error"])
     for node, error in sorted(report.errors.items()):

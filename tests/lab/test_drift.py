@@ -92,6 +92,13 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
         time.sleep(3)
     assert refused.returncode != 0  # the apiserver refuses the kubelet: its certificate is not the cluster CA's
     on(lab, "cp1", "sed -i 's/--profiling=false/--profiling=true/' /etc/kubernetes/manifests/kube-apiserver.yaml")
+    # The kubelet replaces the apiserver: until the new one serves (/debug/pprof, only with profiling on) and is
+    # ready, the cluster controls read an error (its authorizer not synced yet), and an error is not drift.
+    deadline = time.monotonic() + 150
+    while (kubectl(lab, "get", "--raw", "/debug/pprof/").returncode != 0
+           or kubectl(lab, "get", "--raw", "/readyz").stdout.strip() != "ok"):
+        assert time.monotonic() < deadline, "the apiserver with --profiling=true did not become ready in 150 s"
+        time.sleep(3)
     on(lab, "cp1", "chmod 644 /etc/kubernetes/admin.conf")
     on(lab, "cp1", "nft add rule inet kubeharden input tcp dport 31337 accept")
 

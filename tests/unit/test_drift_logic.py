@@ -12,7 +12,16 @@ import pytest
 from kubeharden import catalogue, history, report
 from kubeharden.ansible_plugins.callback.kubeharden_changes import render_diff
 from kubeharden.audit import AuditReport
-from kubeharden.drift import EXIT_CLEAN, EXIT_DRIFTED, EXIT_ERROR, DriftReport, classify, to_junit, to_prometheus_drift
+from kubeharden.drift import (
+    EXIT_CLEAN,
+    EXIT_DRIFTED,
+    EXIT_ERROR,
+    DriftReport,
+    classify,
+    to_junit,
+    to_prometheus_drift,
+    to_table,
+)
 from kubeharden.runner import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +68,22 @@ def test_no_pending_change_means_no_drift_and_failed_tasks_do_not_count():
 def test_a_pending_change_under_no_failing_control_is_kept_unattributed():
     found = classify(CONTROLS, [result("1.2.2", "pass")], [APISERVER], None)
     assert found["drifted"] == [] and found["pending"][0]["controls"] == []
+
+
+def test_a_control_the_audit_could_not_judge_makes_the_run_an_error_and_is_named():
+    """An apiserver that is restarting answers no cluster control: neither clean nor drift, and said so."""
+    unreadable = {**result("1.2.2", "error"), "reason": "kubectl get namespaces failed: Forbidden"}
+    found = classify(CONTROLS, [*RESULTS[:2], unreadable], [APISERVER], None)
+    assert found["unjudged"] == ["1.2.2"] and "1.2.2" not in found["drifted"]
+    controls = {cid: CONTROLS[cid] for cid in ("1.2.15", "1.2.1", "1.2.2")}
+    drift = DriftReport("run-1", "2026-11-28T12:00:00+00:00",
+                        AuditReport(controls, {"cp1": [*RESULTS[:2], unreadable]}), {"cp1": found})
+    assert drift.exit_code() == EXIT_ERROR
+    assert "  NOT JUDGED 1.2.2: kubectl get namespaces failed: Forbidden" in to_table(drift).splitlines()
+    suite = ET.fromstring(to_junit(drift)).find("testsuite")
+    assert suite.get("errors") == "1"
+    assert [c.find("error").get("message") for c in suite if c.find("error") is not None] == [
+        "not judged: kubectl get namespaces failed: Forbidden"]
 
 
 def test_every_remediation_tag_exists_in_the_hardening_playbooks(tmp_path):
