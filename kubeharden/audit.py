@@ -17,6 +17,11 @@ from kubeharden.runner import Progress, RunError, run_playbook
 AUDIT_TASK = "Evaluate every control that applies to the node"
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+# Every status a control can end in, as the table marks it; the last three decide nothing (the score leaves them
+# out, JUnit counts them as skipped).
+STATUS_MARKS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "manual": "MANUAL", "not_applicable": "N/A",
+                "exception": "EXCEPTION"}
+UNDECIDED = ("manual", "not_applicable", "exception")
 
 
 class AuditError(RuntimeError):
@@ -130,8 +135,6 @@ def detail(result: dict) -> str:
 # -- formats ---------------------------------------------------------------------------------------------
 
 def to_table(report: AuditReport, verbose: bool = False) -> str:
-    marks = {"pass": "PASS", "fail": "FAIL", "manual": "MANUAL", "not_applicable": "N/A", "error": "ERROR",
-             "exception": "EXCEPTION"}
     lines = []
     for node in sorted(report.results):
         counts = Counter(r["status"] for r in report.results[node])
@@ -149,7 +152,8 @@ def to_table(report: AuditReport, verbose: bool = False) -> str:
             lines.append(f"  {section}: {passed}/{len(results)} pass")
             for r in shown:
                 control = report.controls[r["id"]]
-                lines.append(f"    {marks[r['status']]:6} {r['id']:10} [{control['severity']}] {control['title']}")
+                mark = STATUS_MARKS[r["status"]]
+                lines.append(f"    {mark:6} {r['id']:10} [{control['severity']}] {control['title']}")
                 lines.append(f"           {detail(r)}")
                 if r["status"] == "fail":
                     lines.append(f"           fix: {catalogue.fix_text(report.fix(node, r['id']))}")
@@ -188,7 +192,7 @@ def to_junit(report: AuditReport) -> str:
         counts = Counter(r["status"] for r in results)
         suite = ET.SubElement(suites, "testsuite", name=node, tests=str(len(results)),
                               failures=str(counts["fail"]), errors=str(counts["error"]),
-                              skipped=str(counts["manual"] + counts["not_applicable"] + counts["exception"]))
+                              skipped=str(sum(counts[status] for status in UNDECIDED)))
         for r in results:
             control = report.controls[r["id"]]
             case = ET.SubElement(suite, "testcase", classname=f"{node}.{control['section']}",
@@ -198,7 +202,7 @@ def to_junit(report: AuditReport) -> str:
                     f"fix: {catalogue.fix_text(report.fix(node, r['id']))}"
             elif r["status"] == "error":
                 ET.SubElement(case, "error", message=detail(r))
-            elif r["status"] in ("manual", "not_applicable", "exception"):
+            elif r["status"] in UNDECIDED:
                 ET.SubElement(case, "skipped", message=f"{r['status']}: {detail(r)}")
     for node, error in sorted(report.host_errors.items()):
         suite = ET.SubElement(suites, "testsuite", name=node, tests="1", failures="0", errors="1")
@@ -245,7 +249,7 @@ def to_prometheus(report: AuditReport) -> str:
     lines += ["# HELP kubeharden_controls Controls on the node by result status.", "# TYPE kubeharden_controls gauge"]
     for node, results in sorted(report.results.items()):
         counts = Counter(r["status"] for r in results)
-        for status in ("pass", "fail", "error", "manual", "not_applicable", "exception"):
+        for status in STATUS_MARKS:
             lines.append(f'kubeharden_controls{{node="{label(node)}",status="{status}"}} {counts[status]}')
     lines += ["# HELP kubeharden_node_score Percentage of decided controls that pass.",
               "# TYPE kubeharden_node_score gauge"]
