@@ -61,6 +61,12 @@ def comparable(obj: dict | None) -> dict | None:
     return {**{k: v for k, v in obj.items() if k not in ("status", "metadata")}, "metadata": meta}
 
 
+def applied_by(obj: dict, manager: str) -> bool:
+    """Whether `manager` owns fields of the live object through server-side apply (its managedFields say so)."""
+    return any(entry.get("manager") == manager and entry.get("operation") == "Apply"
+               for entry in (obj.get("metadata") or {}).get("managedFields") or [])
+
+
 def yaml_text(obj: dict | None) -> str:
     if obj is None:
         return ""

@@ -18,6 +18,9 @@ description:
   - Refuses the whole list, before any change, when a namespaced object's namespace does not exist, or when an
     object of a kind in O(existing_kinds) does not exist (kubeharden labels namespaces, it never creates them).
     Messages name O(input_name), the variable the objects come from.
+  - O(withdrawn) names objects the policy no longer wants, since server-side apply never deletes an object it
+    stops listing. Each one that exists and was applied by O(field_manager) is deleted; one of the same name
+    that another manager made is left alone, with a warning.
   - Warnings the apiserver returns (Pod Security names the existing pods a new enforce level would reject) are
     returned in RV(apiserver_warnings) and shown as task warnings.
 version_added: "0.1.0"
@@ -29,6 +32,13 @@ options:
     type: list
     elements: dict
     required: true
+  withdrawn:
+    description:
+      - Objects to delete when they exist and O(field_manager) applied them (apiVersion, kind, metadata.name,
+        metadata.namespace); a missing one is nothing to do.
+    type: list
+    elements: dict
+    default: []
   existing_kinds:
     description: Kinds whose objects must already exist; applying to one that does not fails before any change.
     type: list
@@ -61,6 +71,14 @@ EXAMPLES = r"""
             pod-security.kubernetes.io/enforce: restricted
             pod-security.kubernetes.io/enforce-version: latest
 
+- name: Take back the default deny from a namespace that is now exempt from it
+  kubeharden_cluster_objects:
+    objects: []
+    withdrawn:
+      - apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: kubeharden-default-deny, namespace: legacy}
+
 - name: Default-deny every pod of a namespace
   kubeharden_cluster_objects:
     objects:
@@ -77,6 +95,18 @@ applied:
   type: list
   elements: str
   sample: [Namespace//team-a, NetworkPolicy/team-a/kubeharden-default-deny]
+deleted:
+  description: The withdrawn objects that were deleted (in check mode, would be), as KIND/NAMESPACE/NAME.
+  returned: always
+  type: list
+  elements: str
+  sample: [NetworkPolicy/legacy/kubeharden-default-deny]
+left:
+  description: Withdrawn objects that exist but were not applied by O(field_manager), left in place.
+  returned: always
+  type: list
+  elements: str
+  sample: [NetworkPolicy/legacy/kubeharden-allow-dns]
 unchanged:
   description: The objects already as listed.
   returned: always
@@ -95,6 +125,7 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_cluster import (
+    applied_by,
     comparable,
     identity,
     identity_text,
@@ -115,22 +146,20 @@ def items(output: str | None) -> list[dict]:
     return data.get("items", []) if data.get("kind", "").endswith("List") else [data]
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={"objects": {"type": "list", "elements": "dict", "required": True},
-                       "existing_kinds": {"type": "list", "elements": "str", "default": ["Namespace"]},
-                       "field_manager": {"type": "str", "default": "kubeharden"},
-                       "input_name": {"type": "str", "default": "objects"},
-                       **KUBECTL_OPTIONS},
-        supports_check_mode=True,
-    )
-    name, objects = module.params["input_name"], module.params["objects"]
-    problems = invalid_objects(objects)
-    if problems:
-        module.fail_json(msg=f"{name}: " + "; ".join(problems))
-    if not objects:
-        module.exit_json(changed=False, applied=[], unchanged=[], apiserver_warnings=[])
-    kubectl = Kubectl(module, module.params["kubectl"], module.params["kubeconfig"])
+def withdraw_plan(kubectl: Kubectl, withdrawn: list[dict], manager: str) -> tuple[list[dict], list[str]]:
+    """The withdrawn objects that exist: those `manager` applied (to delete) and the names of the others."""
+    if not withdrawn:
+        return [], []
+    live = items(kubectl.run("get", "--ignore-not-found", "--show-managed-fields", "-o", "json", "-f", "-",
+                             data=as_list(withdrawn)))
+    ours = [obj for obj in live if applied_by(obj, manager)]
+    return ours, [identity_text(obj) for obj in live if not applied_by(obj, manager)]
+
+
+def apply_plan(module: AnsibleModule, kubectl: Kubectl, name: str,
+               objects: list[dict]) -> tuple[list[dict], list[str], list[dict], list[str]]:
+    """What applying `objects` changes, from the apiserver's dry run: the objects to apply, the unchanged ones,
+    their diffs and the apiserver's warnings. Fails, before any change, on a missing namespace or object."""
     # Namespaces first: a namespaced object in a namespace that does not exist stops everything, unchanged.
     wanted_namespaces = sorted({o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")}
                                | {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"
@@ -147,9 +176,9 @@ def main() -> None:
     if absent:
         module.fail_json(msg=f"{name}: {', '.join(absent)} do not exist; kubeharden does not create them "
                              "(nothing was changed)")
-    apply = ["apply", "--server-side", "--force-conflicts", f"--field-manager={module.params['field_manager']}",
-             "-o", "json", "-f", "-"]
-    rc, out, err = kubectl.answer(*apply, "--dry-run=server", data=as_list(objects))
+    rc, out, err = kubectl.answer("apply", "--server-side", "--force-conflicts",
+                                  f"--field-manager={module.params['field_manager']}", "-o", "json", "-f", "-",
+                                  "--dry-run=server", data=as_list(objects))
     if rc != 0:
         module.fail_json(msg=f"{name}: the apiserver refused the objects (server-side dry run; nothing was changed): "
                              f"{err.strip()}")
@@ -166,15 +195,55 @@ def main() -> None:
         diffs.append({"before_header": identity_text(obj), "after_header": identity_text(obj),
                       "before": yaml_text(before), "after": yaml_text(after)})
     warnings = [line.strip() for line in err.splitlines() if line.strip().startswith("Warning")]
+    return changed, unchanged, diffs, warnings
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"objects": {"type": "list", "elements": "dict", "required": True},
+                       "withdrawn": {"type": "list", "elements": "dict", "default": []},
+                       "existing_kinds": {"type": "list", "elements": "str", "default": ["Namespace"]},
+                       "field_manager": {"type": "str", "default": "kubeharden"},
+                       "input_name": {"type": "str", "default": "objects"},
+                       **KUBECTL_OPTIONS},
+        supports_check_mode=True,
+    )
+    name, objects, withdrawn = module.params["input_name"], module.params["objects"], module.params["withdrawn"]
+    manager = module.params["field_manager"]
+    problems = invalid_objects(objects) + [f"withdrawn {problem}" for problem in invalid_objects(withdrawn)]
+    if problems:
+        module.fail_json(msg=f"{name}: " + "; ".join(problems))
+    if not objects and not withdrawn:
+        module.exit_json(changed=False, applied=[], deleted=[], left=[], unchanged=[], apiserver_warnings=[])
+    kubectl = Kubectl(module, module.params["kubectl"], module.params["kubeconfig"])
+    changed, unchanged, diffs, warnings = [], [], [], []
+    if objects:
+        changed, unchanged, diffs, warnings = apply_plan(module, kubectl, name, objects)
+    ours, left = withdraw_plan(kubectl, withdrawn, manager)
+    diffs += [{"before_header": identity_text(obj), "after_header": f"{identity_text(obj)} (deleted)",
+               "before": yaml_text(comparable(obj)), "after": ""} for obj in ours]
+    apply = ["apply", "--server-side", "--force-conflicts", f"--field-manager={manager}", "-o", "json", "-f", "-"]
     if changed and not module.check_mode:
         rc, _out, err = kubectl.answer(*apply, data=as_list(changed))
         if rc != 0:
             module.fail_json(msg=f"{name}: applying failed: {err.strip()}",
                              applied=[], unchanged=unchanged)
         warnings = [line.strip() for line in err.splitlines() if line.strip().startswith("Warning")]
+    if ours and not module.check_mode:
+        names = [{"apiVersion": o["apiVersion"], "kind": o["kind"],
+                  "metadata": {"name": o["metadata"]["name"], "namespace": o["metadata"].get("namespace")}}
+                 for o in ours]
+        rc, _out, err = kubectl.answer("delete", "--ignore-not-found", "--wait=false", "-f", "-",
+                                       data=as_list(names))
+        if rc != 0:
+            module.fail_json(msg=f"{name}: deleting withdrawn objects failed: {err.strip()}",
+                             applied=[identity_text(o) for o in changed], deleted=[])
     for warning in warnings:
         module.warn(warning)
-    module.exit_json(changed=bool(changed), applied=[identity_text(o) for o in changed], unchanged=unchanged,
+    for other in left:
+        module.warn(f"{other} is not kubeharden's (another manager made it): left in place")
+    module.exit_json(changed=bool(changed or ours), applied=[identity_text(o) for o in changed],
+                     deleted=[identity_text(o) for o in ours], left=left, unchanged=unchanged,
                      apiserver_warnings=warnings, diff=diffs)
 
 

@@ -222,6 +222,19 @@ spec:
 """
 
 
+FOREIGN_DENY = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: kubeharden-default-deny, namespace: vendor}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+"""
+TAGS = "cluster_policies_network,cluster_policies_service_accounts"
+
+
+def policies(lab, namespace: str) -> set[str]:
+    names = kubectl(lab, "get", "networkpolicies", "-n", namespace, "-o", "jsonpath={.items[*].metadata.name}")
+    return set(names.stdout.split())
+
+
 def connects(lab, server_ip: str) -> bool:
     done = kubectl(lab, "exec", "-n", "shop", "client", "--", "etcdctl", f"--endpoints=http://{server_ip}:2379",
                    "--dial-timeout=2s", "--command-timeout=3s", "endpoint", "health")
@@ -240,11 +253,15 @@ def answers(lab, server_ip: str, connected: bool, attempts: int = 10) -> bool:
 
 def test_default_deny_refuses_a_connection_an_allow_policy_lets_through(policies_lab, tmp_path):
     """With a real NetworkPolicy engine (kube-router's firewall) on the node: two pods talk; the role's default
-    deny stops them; an explicit allow policy lets the client through again."""
+    deny stops them; an explicit allow policy lets the client through again; made exempt, the namespace loses the
+    role's own policies (not another's of the same name) and the client connects without any allow policy."""
     lab = policies_lab
     network_policy.start_on_node(lab.container("cp1"), "cp1", "/etc/kubernetes/admin.conf", log=lambda line: None)
     assert network_policy.running(lab.container("cp1"))
     assert kubectl(lab, "create", "namespace", "shop").returncode == 0
+    # a pod is refused until the namespace's default account exists (the controller creates it within seconds)
+    waited = kubectl(lab, "wait", "--for=create", "serviceaccount/default", "-n", "shop", "--timeout=60s")
+    assert waited.returncode == 0, waited.stderr
     image = f"registry.k8s.io/etcd:{docker.exec_(lab.container('cp1'), 'sh', '-c', ETCD_TAG).stdout.strip()}"
     for name in ("server", "client"):
         created = kubectl(lab, "apply", "-f", "-", stdin=NETWORK_POD.replace("NAME", name).replace("IMAGE", image))
@@ -254,12 +271,39 @@ def test_default_deny_refuses_a_connection_an_allow_policy_lets_through(policies
     server_ip = kubectl(lab, "get", "pod", "-n", "shop", "server", "-o", "jsonpath={.status.podIP}").stdout.strip()
     assert answers(lab, server_ip, connected=True), "no policy yet: the client must reach the server"
 
-    defaults = yaml.safe_load((ROOT / "roles/cluster_policies/defaults/main.yml").read_text())
-    denied = run_policies(lab, tmp_path, "--tags", "cluster_policies_network", variables={
-        "cluster_policies_namespaces": [*defaults["cluster_policies_namespaces"], {"name": "shop"}]})
+    listed = yaml.safe_load((ROOT / "roles/cluster_policies/defaults/main.yml").read_text())[
+        "cluster_policies_namespaces"]
+    denied = run_policies(lab, tmp_path, "--tags", TAGS, variables={
+        "cluster_policies_namespaces": [*listed, {"name": "shop"}]})
     assert denied.returncode == 0, denied.stdout[-2000:]
     assert answers(lab, server_ip, connected=False), "the default deny must refuse the connection"
 
     allowed = kubectl(lab, "apply", "-f", "-", stdin=ALLOW_CLIENT)
     assert allowed.returncode == 0, allowed.stderr
     assert answers(lab, server_ip, connected=True), "the explicit allow policy must let the client through"
+
+    # shop becomes exempt (its allow policies gone first, so only the exemption can let the client through): the
+    # role deletes the two policies it applied there and its token mounts again; in vendor, a policy of the same
+    # name made by someone else stays.
+    assert kubectl(lab, "delete", "-f", "-", stdin=ALLOW_CLIENT).returncode == 0
+    assert answers(lab, server_ip, connected=False), "without the allow policies the default deny refuses again"
+    assert kubectl(lab, "create", "namespace", "vendor").returncode == 0
+    assert kubectl(lab, "apply", "-f", "-", stdin=FOREIGN_DENY).returncode == 0
+    exempt = {"cluster_policies_namespaces": [
+        *listed, {"name": "shop", "exempt_from": ["default-deny", "service-account-token"], "reason": "a test"},
+        {"name": "vendor", "exempt_from": ["default-deny"], "reason": "its own policies"}]}
+    checked = run_policies(lab, tmp_path, "--tags", TAGS, "--check", "--diff", variables=exempt)
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert "NetworkPolicy/shop/kubeharden-default-deny (deleted)" in checked.stdout, checked.stdout[-3000:]
+    assert policies(lab, "shop") == {"kubeharden-default-deny", "kubeharden-allow-dns"}  # check mode kept them
+    withdrawn = run_policies(lab, tmp_path, "--tags", TAGS, variables=exempt)
+    assert withdrawn.returncode == 0 and "changed=2" in withdrawn.stdout.split("PLAY RECAP")[-1], \
+        withdrawn.stdout[-3000:]
+    assert policies(lab, "shop") == set() and policies(lab, "vendor") == {"kubeharden-default-deny"}
+    assert ("NetworkPolicy/vendor/kubeharden-default-deny is not kubeharden's (another manager made it): left in "
+            "place") in " ".join(withdrawn.stderr.split()), withdrawn.stderr
+    account = json.loads(kubectl(lab, "get", "serviceaccount", "-n", "shop", "default", "-o", "json").stdout)
+    assert "automountServiceAccountToken" not in account, account
+    assert answers(lab, server_ip, connected=True), "exempt from default deny: the client reaches the server again"
+    again = run_policies(lab, tmp_path, "--tags", TAGS, variables=exempt)
+    assert again.returncode == 0 and "changed=0" in again.stdout.split("PLAY RECAP")[-1], again.stdout[-3000:]

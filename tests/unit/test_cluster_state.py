@@ -154,3 +154,15 @@ def test_comparable_ignores_status_and_bookkeeping_but_not_labels():
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "data": {"password": "aHVudGVyMg=="}}
     assert cluster.invalid_objects([secret]) == ["item 0 is a Secret, which kubeharden does not apply: its values "
                                                  "would show in the diff and the task's result"]
+
+
+def test_applied_by_reads_server_side_apply_ownership_only():
+    def policy(*entries: tuple[str, str]) -> dict:
+        return {"kind": "NetworkPolicy", "metadata": {"name": "kubeharden-default-deny", "managedFields": [
+            {"manager": manager, "operation": operation} for manager, operation in entries]}}
+    assert cluster.applied_by(policy(("kubeharden", "Apply")), "kubeharden")
+    assert cluster.applied_by(policy(("kubectl-edit", "Update"), ("kubeharden", "Apply")), "kubeharden")
+    # the same name made with kubectl (client-side apply is an Update), or a manager named alike that only updated
+    assert not cluster.applied_by(policy(("kubectl-client-side-apply", "Update")), "kubeharden")
+    assert not cluster.applied_by(policy(("kubeharden", "Update")), "kubeharden")
+    assert not cluster.applied_by({"kind": "NetworkPolicy", "metadata": {"name": "p"}}, "kubeharden")

@@ -168,7 +168,16 @@ def test_cluster_policies_defaults_label_every_namespace_and_exempt_kube_system_
     network = cluster_policies.cluster_policies_objects(namespaces, "network", SETTINGS)
     assert {o["metadata"]["namespace"] for o in network} == {"default", "kube-public", "kube-node-lease"}
     accounts = cluster_policies.cluster_policies_objects(namespaces, "service_accounts", SETTINGS)
-    assert [o["automountServiceAccountToken"] for o in accounts] == [False] * 3
+    # kube-system's account is applied without the field: a token kubeharden stopped there before mounts again
+    assert {o["metadata"]["namespace"]: o.get("automountServiceAccountToken") for o in accounts} == {
+        "default": False, "kube-public": False, "kube-node-lease": False, "kube-system": None}
+    assert cluster_policies.cluster_policies_withdrawn(namespaces, "network") == [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": name, "namespace": "kube-system"}}
+        for name in ("kubeharden-default-deny", "kubeharden-allow-dns")]
+    assert cluster_policies.cluster_policies_withdrawn([{"name": "team-a"}], "network") == []
+    with pytest.raises(ValueError, match="only the network area"):
+        cluster_policies.cluster_policies_withdrawn(namespaces, "service_accounts")
 
 
 def test_cluster_policies_default_deny_allows_dns_only_to_the_dns_pods():

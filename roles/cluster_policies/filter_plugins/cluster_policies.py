@@ -1,6 +1,6 @@
-"""cluster_policies_problems and cluster_policies_objects: the role's inventory checked, and the Kubernetes
-objects it applies, per area (pod_security, network, service_accounts), in one place a unit test reaches
-(tests/unit/test_role_filters.py).
+"""cluster_policies_problems, cluster_policies_objects and cluster_policies_withdrawn: the role's inventory
+checked, the Kubernetes objects it applies per area (pod_security, network, service_accounts), and the ones it
+takes back from namespaces exempt from them, in one place a unit test reaches (tests/unit/test_role_filters.py).
 """
 
 from __future__ import annotations
@@ -81,14 +81,30 @@ def cluster_policies_objects(namespaces, area: str, settings: dict) -> list[dict
             objects.append(_namespace(entry, cluster_level, version))
         elif area == "network" and "default-deny" not in exempt:
             objects += _network_policies(entry["name"], dns)
-        elif area == "service_accounts" and "service-account-token" not in exempt:
-            objects.append({"apiVersion": "v1", "kind": "ServiceAccount",
-                            "metadata": {"name": "default", "namespace": entry["name"]},
-                            "automountServiceAccountToken": False})
+        elif area == "service_accounts":
+            account = {"apiVersion": "v1", "kind": "ServiceAccount",
+                       "metadata": {"name": "default", "namespace": entry["name"]}}
+            # Exempt: applied without the field, so the apiserver drops the one kubeharden set before (a namespace
+            # newly exempt mounts its token again), and leaves one another manager set.
+            if "service-account-token" not in exempt:
+                account["automountServiceAccountToken"] = False
+            objects.append(account)
     return objects
+
+
+def cluster_policies_withdrawn(namespaces, area: str) -> list[dict]:
+    """The objects of one area that kubeharden applies and that listed namespaces exempt from the area must not
+    keep (server-side apply never deletes an object it no longer lists): the module deletes those it applied."""
+    if area != "network":
+        raise ValueError(f"only the network area's objects are withdrawn, not {area!r}")
+    return [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+             "metadata": {"name": name, "namespace": entry["name"]}}
+            for entry in namespaces or [] if "default-deny" in (entry.get("exempt_from") or [])
+            for name in (DEFAULT_DENY, ALLOW_DNS)]
 
 
 class FilterModule:
     def filters(self):
         return {"cluster_policies_objects": cluster_policies_objects,
-                "cluster_policies_problems": cluster_policies_problems}
+                "cluster_policies_problems": cluster_policies_problems,
+                "cluster_policies_withdrawn": cluster_policies_withdrawn}
