@@ -146,6 +146,11 @@ def items(output: str | None) -> list[dict]:
     return data.get("items", []) if data.get("kind", "").endswith("List") else [data]
 
 
+def apply_command(manager: str) -> list[str]:
+    """kubectl's server-side apply as `manager`: the dry run that plans and the run that applies share it."""
+    return ["apply", "--server-side", "--force-conflicts", f"--field-manager={manager}", "-o", "json", "-f", "-"]
+
+
 def withdraw_plan(kubectl: Kubectl, withdrawn: list[dict], manager: str) -> tuple[list[dict], list[str]]:
     """The withdrawn objects that exist: those `manager` applied (to delete) and the names of the others."""
     if not withdrawn:
@@ -176,9 +181,8 @@ def apply_plan(module: AnsibleModule, kubectl: Kubectl, name: str,
     if absent:
         module.fail_json(msg=f"{name}: {', '.join(absent)} do not exist; kubeharden does not create them "
                              "(nothing was changed)")
-    rc, out, err = kubectl.answer("apply", "--server-side", "--force-conflicts",
-                                  f"--field-manager={module.params['field_manager']}", "-o", "json", "-f", "-",
-                                  "--dry-run=server", data=as_list(objects))
+    rc, out, err = kubectl.answer(*apply_command(module.params["field_manager"]), "--dry-run=server",
+                                  data=as_list(objects))
     if rc != 0:
         module.fail_json(msg=f"{name}: the apiserver refused the objects (server-side dry run; nothing was changed): "
                              f"{err.strip()}")
@@ -222,9 +226,8 @@ def main() -> None:
     ours, left = withdraw_plan(kubectl, withdrawn, manager)
     diffs += [{"before_header": identity_text(obj), "after_header": f"{identity_text(obj)} (deleted)",
                "before": yaml_text(comparable(obj)), "after": ""} for obj in ours]
-    apply = ["apply", "--server-side", "--force-conflicts", f"--field-manager={manager}", "-o", "json", "-f", "-"]
     if changed and not module.check_mode:
-        rc, _out, err = kubectl.answer(*apply, data=as_list(changed))
+        rc, _out, err = kubectl.answer(*apply_command(manager), data=as_list(changed))
         if rc != 0:
             module.fail_json(msg=f"{name}: applying failed: {err.strip()}",
                              applied=[], unchanged=unchanged)
