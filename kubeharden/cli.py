@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kubeharden import __version__, collection, drift, history, report
 from kubeharden.audit import FORMATS, AuditError, audit_and_record, to_table
-from kubeharden.lab import go_tool, kube_bench, kubernetes, network_policy
+from kubeharden.lab import addons, cluster, kube_bench, kubernetes, runtime
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
 from kubeharden.runner import BUNDLED, Progress, RunError
@@ -47,20 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
                          "built or served patch) or an exact patch such as 1.37.2; built once and cached")
     up.add_argument("--no-kubeadm", dest="kubeadm", action="store_const", const=False,
                     help="install Kubernetes, leave kubeadm init and join to you (as before playbooks/bootstrap.yml)")
-    build = lab_commands.add_parser("build", help="build (or check the cache of) a Kubernetes release for the lab")
+    up.add_argument("--containerd", choices=sorted(runtime.CONTAINERD_RELEASES),
+                    help=f"containerd release line of the nodes (default: {runtime.DEFAULT_CONTAINERD}, the LTS)")
+    up.add_argument("--kube-proxy-mode", choices=cluster.PROXY_MODES, help="kube-proxy's mode (default: iptables)")
+    build = lab_commands.add_parser("build", help="build (or check the cache of) a Kubernetes release for the lab, "
+                                                  "with its container runtime and addons")
     build.add_argument("--kubernetes-version", metavar="VERSION", default=kubernetes.DEFAULT_MINOR,
                        help=f"{kubernetes.supported_window()} or an exact patch (default: {kubernetes.DEFAULT_MINOR})")
+    build.add_argument("--containerd", choices=sorted(runtime.CONTAINERD_RELEASES), default=runtime.DEFAULT_CONTAINERD,
+                       help=f"containerd release line (default: {runtime.DEFAULT_CONTAINERD})")
     build.add_argument("--kube-bench", action="store_true",
                        help=f"build (or check the cache of) kube-bench {kube_bench.VERSION} instead, the tests' "
                             "second opinion")
-    build.add_argument("--kube-router", action="store_true",
-                       help=f"build (or check the cache of) kube-router {network_policy.TOOL.version} instead, the "
-                            "NetworkPolicy engine the tests run on lab nodes")
     down = lab_commands.add_parser("down", help="remove the lab's nodes, network and generated inventory")
     _lab_arguments(down)
     status = lab_commands.add_parser("status", help="show the lab's nodes")
     _lab_arguments(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    matrix = lab_commands.add_parser("matrix", help="measure the cluster's connectivity: pods, Services, DNS, the "
+                                                    "apiserver, a NodePort, kubectl logs/exec/port-forward, per node")
+    _lab_arguments(matrix)
+    matrix.add_argument("--json", action="store_true", help="machine-readable output")
     ssh = lab_commands.add_parser("ssh", help="open an SSH session (or run a command) on a lab node")
     _lab_arguments(ssh)
     ssh.add_argument("node")
@@ -188,12 +195,10 @@ def run_lab(args: argparse.Namespace) -> int:
         base = asdict(current.topology if current else Topology())
         asked = {"control_planes": args.control_planes, "workers": args.workers, "etcd": args.etcd,
                  "debian": args.debian, "cert_days": args.cert_days, "kubernetes": args.kubernetes_version,
-                 "kubeadm": args.kubeadm}
+                 "kubeadm": args.kubeadm, "containerd": args.containerd, "kube_proxy_mode": args.kube_proxy_mode}
         state = lab.up(Topology(**{**base, **{k: v for k, v in asked.items() if v is not None}}))
         print(f"lab {state.name!r} is up; try: ansible -i {lab.inventory_path} all -m ping")
         _print_status(lab.status())
-    elif args.lab_command == "build" and args.kube_router:
-        print(f"kube-router {network_policy.TOOL.version}: {go_tool.ensure(network_policy.TOOL)}")
     elif args.lab_command == "build" and args.kube_bench:
         print(f"kube-bench {kube_bench.VERSION}: {kube_bench.ensure().directory}")
     elif args.lab_command == "build":
@@ -201,11 +206,20 @@ def run_lab(args: argparse.Namespace) -> int:
         manifest = release.manifest()
         print(f"Kubernetes {release.version} and etcd {release.etcd}: {release.directory} "
               f"(built in {manifest['built_seconds']} s)")
+        node_runtime = runtime.Runtime(args.containerd)
+        node_runtime.ensure()
+        addons.ensure_tools(release)
+        print(f"{node_runtime.describe()}; CoreDNS {release.coredns_version}, flannel {addons.FLANNEL.version}, "
+              f"kube-router {addons.KUBE_ROUTER.version}: built and cached")
     elif args.lab_command == "down":
         lab.down()
     elif args.lab_command == "status":
         status = lab.status()
         print(json.dumps(status, indent=2)) if args.json else _print_status(status)
+    elif args.lab_command == "matrix":
+        measured = lab.matrix()
+        print(json.dumps(measured.as_dict(), indent=2) if args.json else measured.table(), end="")
+        return 1 if measured.failures() else 0
     elif args.lab_command == "ssh":
         command = lab.ssh_command(args.node, args.remote_command)
         sys.stdout.flush()

@@ -132,6 +132,10 @@ class Node:
     def etcd(self) -> tuple[dict, str]:
         return node.etcd_flags()
 
+    @functools.cached_property
+    def kube_proxy(self) -> dict:
+        return node.kube_proxy_state()
+
     def manifest_flags(self, component: str) -> tuple[dict, str]:
         if component not in self._manifest_flags:
             command, path = node.manifest_command(component)
@@ -310,13 +314,37 @@ def _resolve_path(check: dict, state: Node) -> str:
     if source["read"] == "flag":
         flags, where = state.flags(source["component"])
         value = flags.get(source["flag"], source.get("default"))
+    elif source["read"] == "kube_proxy":  # a file of the running kube-proxy, as its own filesystem shows it
+        value, where = _kube_proxy_setting(state.kube_proxy, source["key"], source.get("flag"))
+        return node.path_in_root(state.kube_proxy["root"], value) if value else \
+            _no_path(source["key"], where)
     else:  # kubelet configuration key, or the kubelet's own --config
         kubelet = state.kubelet
         value = kubelet["config_path"] if source["key"] == "--config" else node.dig(kubelet["config"], source["key"])
         where = kubelet["flag_source"]
     if not value:
-        raise node.NotApplicable(f"no path: {source.get('flag') or source.get('key')} is not set ({where})")
+        _no_path(source.get("flag") or source.get("key"), where)
     return value
+
+
+def _no_path(name: str, where: str):
+    raise node.NotApplicable(f"no path: {name} is not set ({where})")
+
+
+def _kube_proxy_setting(proxy: dict, key: str, flag: str | None) -> tuple[object, str]:
+    """A kube-proxy setting: from its --config file when it has one (kube-proxy then ignores most flags), else its
+    flag. "" and null, as kubeadm writes unset fields, are unset."""
+    if proxy["config"] is not None:
+        value = node.dig(proxy["config"], key)
+        return (None if value in ("", None) else value), f"{proxy['config_path']} of kube-proxy (pid {proxy['pid']})"
+    return proxy["flags"].get(flag) if flag else None, f"kube-proxy's command line (pid {proxy['pid']})"
+
+
+def read_kube_proxy(check: dict, state: Node) -> Observation:
+    """A setting of the running kube-proxy (its configuration file, or its flag `flag` without one)."""
+    value, where = _kube_proxy_setting(state.kube_proxy, check["key"], check.get("flag"))
+    return Observation(value, f"{check['key']}: {value} ({where})" if value is not None
+                       else f"{check['key']} not set ({where})")
 
 
 def read_file(check: dict, state: Node) -> Observation:
@@ -749,6 +777,7 @@ READERS = {
     "pod_security": read_pod_security, "anonymous_auth": read_anonymous_auth, "same_file": read_same_file,
     "nft_table": read_nft_table,
     "certificates": read_certificates, "etcd_encryption": read_etcd_encryption, "cluster": read_cluster,
+    "kube_proxy": read_kube_proxy,
 }
 # Readers whose observation is a list of offending items: the control passes when it is empty.
 OFFENDER_READERS = {"file", "swap", "certificates", "cluster", "accounts"}

@@ -245,8 +245,9 @@ def render(spec: dict) -> list[dict]:
     documents.append({"apiVersion": KUBELET_DEFAULTS["apiVersion"], "kind": "KubeletConfiguration", **{
         k: v for k, v in kubelet.items() if k not in ("apiVersion", "kind")}})
     # CIS 4.3.1: kube-proxy's metrics only on loopback (its configuration lives in the cluster, set here once).
+    kube_proxy = {k: v for k, v in (spec.get("kube_proxy") or {}).items() if k not in ("apiVersion", "kind")}
     documents.append({"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-                      "metricsBindAddress": spec.get("kube_proxy_metrics_bind_address") or "127.0.0.1:10249"})
+                      "metricsBindAddress": "127.0.0.1:10249", **kube_proxy})
     return documents
 
 
@@ -319,7 +320,7 @@ def effective(documents: list[dict]) -> dict:
         if kubelet.get(key) == 0:
             del kubelet[key]
     return {"api_version": api, "kubernetes_version": configuration["kubernetesVersion"], "flags": flags,
-            "kubelet": kubelet,
+            "kubelet": kubelet, "kube_proxy": dict(kinds.get("KubeProxyConfiguration") or {}),
             "volumes": {c: (configuration.get(SECTIONS[c]) or {}).get("extraVolumes") or [] for c in COMPONENTS}}
 
 
@@ -421,3 +422,19 @@ def harden_kubelet_configuration(current: dict, settings: dict, managed: list[st
     carried = {key: value for key, value in (settings or {}).items()
                if not (key in KUBELET_OMITTED_WHEN_ZERO and value in (0, False) and key not in (current or {}))}
     return deep_merge(current or {}, carried), sorted(wanted)
+
+
+def harden_kube_proxy_configuration(current: dict, settings: dict, managed: list[str]) -> tuple[dict, list[str]]:
+    """The KubeProxyConfiguration kubeadm keeps in kube-system/kube-proxy (config.conf), which kube-proxy's pods read
+    and `kubeadm upgrade apply` carries over, with kubeharden's settings merged in.
+
+    kubeadm writes every field, unset ones as "" or null (kube-proxy's own default then applies). A setting already
+    there with another value is the operator's unless kubeharden wrote it (`managed`): ConfigError names it."""
+    wanted = _leaves(settings or {})
+    present = _leaves(current or {})
+    for path, value in sorted(wanted.items()):
+        unset = present.get(path) in ("", None)
+        if path in present and present[path] != value and path not in managed and not unset:
+            raise ConfigError(f"kube-system/kube-proxy sets {path}: {present[path]!r}, which contradicts "
+                              f"kubeharden's {value!r}: change the kubelet role's variable, or the ConfigMap")
+    return deep_merge(current or {}, settings or {}), sorted(wanted)

@@ -265,6 +265,38 @@ def etcd_flags() -> tuple[dict[str, str], str]:
     return flags, "etcd.service: " + ", ".join(unit["files"])
 
 
+# -- kube-proxy ------------------------------------------------------------------------------------------
+
+def path_in_root(root: str, path: str, hops: int = 40) -> str:
+    """`path` as a process whose root is `root` (/proc/PID/root) sees it, symlinks followed inside that root (a
+    ConfigMap volume's files are links into a timestamped directory); the host path to stat."""
+    current = root.rstrip("/") + "/" + path.lstrip("/")
+    for _ in range(hops):
+        if not os.path.islink(current):
+            return current
+        target = os.readlink(current)
+        current = (root.rstrip("/") + "/" + target.lstrip("/")) if target.startswith("/") else \
+            os.path.normpath(os.path.join(os.path.dirname(current), target))
+    raise ReadError(f"{path}: too many symbolic links under {root}")
+
+
+def kube_proxy_state() -> dict:
+    """The running kube-proxy's effective settings: its --config file (a DaemonSet's is in its pod's filesystem,
+    read through /proc/PID/root), else its flags. NotApplicable where no kube-proxy runs (a CNI may replace it)."""
+    running = find_processes("kube-proxy")
+    if not running:
+        raise NotApplicable("no kube-proxy runs on this node")
+    pid, argv = running[0]
+    root = f"/proc/{pid}/root"
+    flags = parse_flags(argv[1:])
+    state = {"pid": pid, "root": root, "flags": flags, "config": None, "config_path": flags.get("config")}
+    if state["config_path"]:
+        state["config"] = parse_yaml(read_text(path_in_root(root, state["config_path"])), state["config_path"]) or {}
+        if not isinstance(state["config"], dict):
+            raise ReadError(f"kube-proxy's {state['config_path']} is not a KubeProxyConfiguration")
+    return state
+
+
 # -- kubelet ---------------------------------------------------------------------------------------------
 
 def deep_merge(base: dict, overlay: dict) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: kubeharden_kubeadm_cluster_config
-short_description: Carry the hardening in kube-system/kubeadm-config and kube-system/kubelet-config
+short_description: Carry the hardening in kubeadm's component configurations (kubeadm, kubelet, kube-proxy)
 description:
   - C(kubeadm upgrade apply) and C(kubeadm upgrade node) write the control-plane manifests from the
     ClusterConfiguration in C(kube-system/kubeadm-config), and the kubelet's C(config.yaml) from
@@ -14,6 +14,13 @@ description:
     lost at the next upgrade. This module writes kubeharden's flags into the ClusterConfiguration as
     C(extraArgs), the files they name as C(extraVolumes), and the kubelet settings into the
     KubeletConfiguration, so that kubeadm writes hardened nodes by itself.
+  - kube-proxy reads its configuration from C(kube-system/kube-proxy) (C(config.conf)), which C(kubeadm upgrade
+    apply) carries over; O(kube_proxy) settings go there. O(kube_proxy_config_mode) is the mode of the files of that
+    ConfigMap in kube-proxy's pods (the C(defaultMode) of kube-proxy's DaemonSet volume; CIS 4.1.3, its kubeconfig
+    is one of them); C(kubeadm upgrade apply) writes the DaemonSet anew, so this mode comes back as drift after an
+    upgrade. When either changes, kube-proxy's pods are replaced (a rollout) and the task waits until every one
+    runs the new configuration; a rollout that does not finish in O(rollout_timeout) puts the previous ConfigMap
+    and DaemonSet back and fails.
   - The operator's own extraArgs and settings are kept. One that contradicts a hardening value fails the task,
     naming it, and nothing is written. What kubeharden wrote is recorded in C(kube-system/kubeharden-managed)
     (kubeadm re-creates its own ConfigMaps at each upgrade), so that a changed hardening variable updates it
@@ -39,6 +46,16 @@ options:
   kubelet:
     description: KubeletConfiguration settings for kubelet-config. Omitted - kubelet-config is left alone.
     type: dict
+  kube_proxy:
+    description: KubeProxyConfiguration settings for kube-system/kube-proxy. Omitted - the ConfigMap is left alone.
+    type: dict
+  kube_proxy_config_mode:
+    description: Mode of kube-proxy's configuration files in its pods (octal string). Omitted - left alone.
+    type: str
+  rollout_timeout:
+    description: Seconds kube-proxy's rollout may take before the previous configuration is put back.
+    type: int
+    default: 180
 author:
   - kubeharden project (@kubeharden)
 """
@@ -55,15 +72,25 @@ EXAMPLES = r"""
 - name: Make kubeadm upgrade node and kubeadm join write a hardened kubelet configuration
   kubeharden_kubeadm_cluster_config:
     kubelet: {readOnlyPort: 0, serverTLSBootstrap: true}
+
+- name: kube-proxy's metrics on loopback and its kubeconfig 0600 in its pods (CIS 4.3.1, 4.1.3)
+  kubeharden_kubeadm_cluster_config:
+    kube_proxy: {metricsBindAddress: "127.0.0.1:10249"}
+    kube_proxy_config_mode: "0600"
 """
 
 RETURN = r"""
 configmaps:
-  description: Per ConfigMap (kubeadm-config, kubelet-config), whether it changed (or would), or why it was skipped.
+  description: Per ConfigMap (kubeadm-config, kubelet-config, kube-proxy), whether it changed (or would), or why it
+    was skipped.
   returned: always
   type: dict
+daemonset:
+  description: Whether kube-proxy's DaemonSet changed (or would), and whether its pods were rolled out again.
+  returned: when kube_proxy or kube_proxy_config_mode is given
+  type: dict
 backups:
-  description: Copies of the ConfigMaps replaced.
+  description: Copies of the ConfigMaps and the DaemonSet replaced.
   returned: changed and not check mode
   type: list
   elements: str
@@ -78,6 +105,7 @@ from ansible.module_utils.kubeharden_files import BACKUP_DIR_OPTION, atomic_writ
 from ansible.module_utils.kubeharden_kubeadm import (
     ConfigError,
     harden_cluster_configuration,
+    harden_kube_proxy_configuration,
     harden_kubelet_configuration,
 )
 from ansible.module_utils.kubeharden_kubectl import KUBECTL_OPTIONS, Kubectl
@@ -92,7 +120,8 @@ NAMESPACE = "kube-system"
 # upgrade, and with them any annotation.
 RECORD = "kubeharden-managed"
 # ConfigMap -> the data key holding the configuration.
-KEYS = {"kubeadm-config": "ClusterConfiguration", "kubelet-config": "kubelet"}
+KEYS = {"kubeadm-config": "ClusterConfiguration", "kubelet-config": "kubelet", "kube-proxy": "config.conf"}
+KUBE_PROXY = "kube-proxy"  # the ConfigMap, the DaemonSet and its volume of that ConfigMap, as kubeadm names them
 
 
 def dump(document: dict) -> str:
@@ -109,6 +138,9 @@ class Cluster(Kubectl):
     def create(self, configmap: dict) -> None:
         self.run("create", "-f", "-", data=json.dumps(configmap))
 
+    def daemonset(self, name: str) -> dict | None:
+        return self.get("daemonset", name, missing_ok=True)
+
 
 def hardened(name: str, configmap: dict, managed: dict, params: dict) -> tuple[dict, dict]:
     """The ConfigMap's new configuration and what kubeharden manages there; ConfigError for a contradiction."""
@@ -123,8 +155,31 @@ def hardened(name: str, configmap: dict, managed: dict, params: dict) -> tuple[d
         raise ConfigError(f"{NAMESPACE}/{name}: {KEYS[name]} is not a mapping")
     if name == "kubeadm-config":
         return harden_cluster_configuration(current, params["flags"], params["volumes"], managed)
+    if name == KUBE_PROXY:
+        configuration, paths = harden_kube_proxy_configuration(current, params["kube_proxy"],
+                                                               managed.get("settings", []))
+        return configuration, {"settings": paths}
     configuration, paths = harden_kubelet_configuration(current, params["kubelet"], managed.get("kubelet", []))
     return configuration, {"kubelet": paths}
+
+
+def config_volume(daemonset: dict) -> tuple[int, dict]:
+    """Index and definition of kube-proxy's configuration volume in its DaemonSet (ConfigError when absent)."""
+    volumes = daemonset["spec"]["template"]["spec"].get("volumes") or []
+    for index, volume in enumerate(volumes):
+        if (volume.get("configMap") or {}).get("name") == KUBE_PROXY:
+            return index, volume
+    raise ConfigError(f"{NAMESPACE}/{KUBE_PROXY}: the DaemonSet mounts no volume of the {KUBE_PROXY} ConfigMap")
+
+
+def mode_patch(daemonset: dict, mode: int) -> list[dict] | None:
+    """A JSON patch setting the configuration volume's defaultMode (the API's default is 0644), None when set."""
+    index, volume = config_volume(daemonset)
+    if volume["configMap"].get("defaultMode", 0o644) == mode:
+        return None
+    path = f"/spec/template/spec/volumes/{index}"
+    return [{"op": "test", "path": f"{path}/name", "value": volume["name"]},
+            {"op": "add", "path": f"{path}/configMap/defaultMode", "value": mode}]
 
 
 def read_record(record: dict | None) -> dict[str, dict]:
@@ -135,7 +190,7 @@ def read_record(record: dict | None) -> dict[str, dict]:
 
 
 def keep_copy(configmap: dict, backup_dir: str) -> str:
-    directory = os.path.join(backup_dir, "configmaps", NAMESPACE)
+    directory = os.path.join(backup_dir, f"{configmap.get('kind', 'ConfigMap').lower()}s", NAMESPACE)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     path = os.path.join(directory, f"{configmap['metadata']['name']}.{stamp}.{os.getpid()}.json")
@@ -149,6 +204,9 @@ def main() -> None:
             "flags": {"type": "dict"},
             "volumes": {"type": "dict", "default": {}},
             "kubelet": {"type": "dict"},
+            "kube_proxy": {"type": "dict"},
+            "kube_proxy_config_mode": {"type": "str"},
+            "rollout_timeout": {"type": "int", "default": 180},
             **KUBECTL_OPTIONS,
             **BACKUP_DIR_OPTION,
         },
@@ -160,8 +218,17 @@ def main() -> None:
     for component, flags in (params["flags"] or {}).items():
         if not isinstance(flags, dict):
             module.fail_json(msg=f"flags.{component} must be a mapping of flag names to values")
-    wanted = [name for name, option in (("kubeadm-config", "flags"), ("kubelet-config", "kubelet"))
-              if params[option] is not None]
+    wanted = [name for name, option in (("kubeadm-config", "flags"), ("kubelet-config", "kubelet"),
+                                        (KUBE_PROXY, "kube_proxy")) if params[option] is not None]
+    mode = None
+    if params["kube_proxy_config_mode"] is not None:
+        try:
+            mode = int(params["kube_proxy_config_mode"], 8)
+        except ValueError:
+            module.fail_json(msg=f"kube_proxy_config_mode {params['kube_proxy_config_mode']!r} is not an octal mode")
+        if mode & ~0o777 or mode & 0o400 == 0:
+            module.fail_json(msg=f"kube_proxy_config_mode {params['kube_proxy_config_mode']!r} must be a file mode "
+                                 "that lets kube-proxy (root) read its files, such as 0600")
     cluster = Cluster(module, params["kubectl"], params["kubeconfig"], NAMESPACE)
     record = cluster.configmap(RECORD)
     try:
@@ -189,11 +256,33 @@ def main() -> None:
         updated["data"][KEYS[name]] = dump(configuration)
         changes.append((configmap, updated))
     record_changed = now_managed != managed
+    daemonset, patch, proxy_report = None, None, None
+    if params["kube_proxy"] is not None or mode is not None:
+        daemonset = cluster.daemonset(KUBE_PROXY)
+        proxy_report = {"changed": False, "rolled_out": False}
+        if daemonset is None:
+            proxy_report["skipped"] = f"no {NAMESPACE}/{KUBE_PROXY} DaemonSet: kube-proxy is not kubeadm's here"
+        elif mode is not None:
+            try:
+                patch = mode_patch(daemonset, mode)
+            except ConfigError as exc:
+                module.fail_json(msg=str(exc))
+            if patch:
+                shown = f"{config_volume(daemonset)[1]['configMap'].get('defaultMode', 0o644):04o}"
+                before += f"# {NAMESPACE}/{KUBE_PROXY} DaemonSet: configuration files' mode\n{shown}\n"
+                after += f"# {NAMESPACE}/{KUBE_PROXY} DaemonSet: configuration files' mode\n{mode:04o}\n"
+                proxy_report["changed"] = True
+    proxy_config_changed = any(original["metadata"]["name"] == KUBE_PROXY for original, _ in changes)
+    roll_out = daemonset is not None and (patch is not None or proxy_config_changed)
     backups = []
     if not module.check_mode:
         for original, updated in changes:
             backups.append(keep_copy(original, params["backup_dir"]))
             cluster.replace(updated)
+        if roll_out:
+            backups.append(keep_copy(daemonset, params["backup_dir"]))
+            roll_out_kube_proxy(module, cluster, patch, changes, daemonset, params["rollout_timeout"])
+            proxy_report["rolled_out"] = True
         if record_changed:
             data = {name: json.dumps(value, sort_keys=True) for name, value in sorted(now_managed.items())}
             if record is None:
@@ -201,8 +290,38 @@ def main() -> None:
                                 "metadata": {"name": RECORD, "namespace": NAMESPACE}})
             else:
                 cluster.replace({**record, "data": data})
-    module.exit_json(changed=bool(changes) or record_changed, configmaps=report, backups=backups,
-                     diff={"before": before, "after": after})
+    result = {"daemonset": proxy_report} if proxy_report is not None else {}
+    module.exit_json(changed=bool(changes) or record_changed or bool(patch), configmaps=report, backups=backups,
+                     diff={"before": before, "after": after}, **result)
+
+
+def roll_out_kube_proxy(module, cluster: Cluster, patch: list[dict] | None, changes: list, daemonset: dict,
+                        timeout: int) -> None:
+    """New kube-proxy pods with the new configuration (a DaemonSet change rolls them out by itself; a ConfigMap
+    change alone does not), then wait for every one; otherwise put the previous objects back and fail."""
+    if patch:
+        cluster.run("patch", "daemonset", KUBE_PROXY, "--type=json", "-p", json.dumps(patch))
+    else:
+        cluster.run("rollout", "restart", f"daemonset/{KUBE_PROXY}")
+    rc, out, err = cluster.answer("rollout", "status", f"daemonset/{KUBE_PROXY}", f"--timeout={timeout}s")
+    if rc == 0:
+        return
+    for original, _updated in changes:
+        if original["metadata"]["name"] == KUBE_PROXY:
+            restored = json.loads(json.dumps(original))
+            restored["metadata"].pop("resourceVersion", None)
+            cluster.replace(restored)
+    if patch:
+        index, volume = config_volume(daemonset)
+        previous = volume["configMap"].get("defaultMode", 0o644)
+        cluster.run("patch", "daemonset", KUBE_PROXY, "--type=json", "-p", json.dumps(
+            [{"op": "add", "path": f"/spec/template/spec/volumes/{index}/configMap/defaultMode", "value": previous}]))
+    else:
+        cluster.run("rollout", "restart", f"daemonset/{KUBE_PROXY}")
+    logs = cluster.answer("logs", f"daemonset/{KUBE_PROXY}", "--tail=5")[1]
+    module.fail_json(msg=f"kube-proxy's pods did not all run the new configuration within {timeout} s "
+                         f"({(err or out).strip()}); the previous configuration is back. kube-proxy's last lines: "
+                         f"{logs.strip()[-800:]}")
 
 
 if __name__ == "__main__":

@@ -71,10 +71,12 @@ options:
     description: KubeletConfiguration keys (the kubelet role's settings).
     type: dict
     default: {}
-  kube_proxy_metrics_bind_address:
-    description: kube-proxy's metrics address (CIS 4.3.1 wants loopback).
-    type: str
-    default: 127.0.0.1:10249
+  kube_proxy:
+    description:
+      - KubeProxyConfiguration keys (the kubelet role's kube-proxy settings, such as C(metricsBindAddress) on
+        loopback for CIS 4.3.1, and the site's own); kubeadm stores them in C(kube-system/kube-proxy).
+    type: dict
+    default: {metricsBindAddress: 127.0.0.1:10249}
   etcd_image_tag:
     description: The local etcd's image tag, when it is not the one kubeadm picks (an air-gapped registry's).
     type: str
@@ -185,7 +187,7 @@ def main() -> None:
             "extra_args": {"type": "dict", "default": {}},
             "volumes": {"type": "dict", "default": {}},
             "kubelet": {"type": "dict", "default": {}},
-            "kube_proxy_metrics_bind_address": {"type": "str", "default": "127.0.0.1:10249"},
+            "kube_proxy": {"type": "dict", "default": {"metricsBindAddress": "127.0.0.1:10249"}},
             "etcd_image_tag": {"type": "str"},
             "ignore_preflight_errors": {"type": "list", "elements": "str", "default": []},
             "skip_phases": {"type": "list", "elements": "str", "default": []},

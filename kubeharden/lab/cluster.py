@@ -21,7 +21,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from kubeharden.lab import docker
+from kubeharden.lab import addons, docker, runtime
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.files import NodeLayout
 from kubeharden.lab.kubernetes import Release
@@ -49,7 +49,14 @@ LAB_KUBELET = {
     "imageGCLowThresholdPercent": 99,
     "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
                      "nodefs.inodesFree": "1%"},
+    # Pods that use the node's resolver (CoreDNS's upstream) get one that answers nothing (lab_resolv_conf).
+    "resolvConf": f"{LAB_CONFIG_DIR}/resolv.conf",
 }
+
+# The lab's KubeProxyConfiguration settings: the connection-tracking table's size (nf_conntrack_max) is the host
+# kernel's, which no lab node may write; kube-proxy leaves it as it is with maxPerCore 0.
+LAB_KUBE_PROXY = {"conntrack": {"maxPerCore": 0}}
+PROXY_MODES = ("iptables", "nftables")  # kube-proxy's modes the lab runs (iptables is kube-proxy's default)
 
 # Preflight checks a container on this host cannot pass, each with the reason; every other check must pass.
 IGNORED_PREFLIGHT = {
@@ -58,8 +65,8 @@ IGNORED_PREFLIGHT = {
     "SystemVerification": "no kernel configuration in a container; cgroup v1 host",
 }
 
-# Not run by the lab: their images are not built here (no registry; CoreDNS is not part of Kubernetes).
-SKIPPED_PHASES = ("addon/coredns", "addon/kube-proxy")
+# kubeadm init runs every phase, its addons (kube-proxy, CoreDNS) included: their images are built (addons.py).
+SKIPPED_PHASES: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,73 +113,43 @@ ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELE
 """
 
 
-def containerd_config(pause_image: str) -> str:
-    return f"""# kubeharden lab: containerd for the kubelet (CRI), as kubeadm's container runtime guide asks.
-version = 2
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause_image}"
-  # Lab only: this host has no CAP_SYS_RESOURCE, so no process may lower its OOM score below where it
-  # started; without this, every pod the kubelet asks for at -998 or -997 fails to start.
-  restrict_oom_score_adj = true
-
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = true
-
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "/etc/cni/net.d"
-"""
-
-
-def cni_config(index: int) -> str:
-    """Debian's containernetworking-plugins: a bridge per node with the node's own /24 of the pod network."""
-    return json.dumps({
-        "cniVersion": "1.0.0", "name": "kubeharden-lab",
-        "plugins": [
-            {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": f"10.244.{index}.0/24"}]],
-                      "routes": [{"dst": "0.0.0.0/0"}]}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }, indent=2) + "\n"
+def lab_resolv_conf(node: ClusterNode) -> str:
+    """The resolver the kubelet gives pods that use the node's (CoreDNS, for names outside the cluster): the node's
+    own address, where nothing answers DNS. CoreDNS refuses to start without an upstream, and no lookup may leave the
+    lab (the node itself has no resolver: node_files/.../init)."""
+    return (f"# kubeharden lab: pods that use the node's resolver (CoreDNS's upstream) ask the node itself, where\n"
+            f"# nothing answers: no lookup leaves the lab.\nnameserver {node.ip}\noptions timeout:1 attempts:1\n")
 
 
 def install_layout(node: ClusterNode, release: Release) -> NodeLayout:
     """What the packages and the operator put on a node before kubeadm runs."""
     manifest = release.manifest()
-    layout = NodeLayout()
+    layout = runtime.install_layout(manifest["pause_image"])
     layout.directory("/usr/lib/systemd/system/kubelet.service.d", 0o755)
     layout.file("/usr/lib/systemd/system/kubelet.service", KUBELET_SERVICE, 0o644)
     layout.file("/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", KUBEADM_DROPIN, 0o644)
-    layout.directory("/etc/containerd", 0o755)
-    layout.file("/etc/containerd/config.toml", containerd_config(manifest["pause_image"]), 0o644)
     layout.directory("/etc/cni", 0o755)
     layout.directory("/etc/cni/net.d", 0o755)
-    layout.file("/etc/cni/net.d/10-kubeharden-lab.conflist", cni_config(node.index), 0o644)
     # kubeadm's documented prerequisite ("Enable IPv4 packet forwarding"); the lab presets it per node.
     layout.file("/etc/sysctl.d/k8s.conf", "net.ipv4.ip_forward = 1\n", 0o644)
+    layout.directory(LAB_CONFIG_DIR, 0o700)
+    layout.file(LAB_KUBELET["resolvConf"], lab_resolv_conf(node), 0o644)
     return layout
 
 
-def install_commands(release: Release) -> str:
+def install_commands(release: Release, addon_images: str) -> str:
+    """Install the runtime and the release as upstream's archives and packages do; import every image kubeadm and
+    the addons ask for (no registry: `addon_images` is the node's path of the addons archive)."""
     binaries = " ".join(f"{NODE_RELEASE_DIR}/bin/{name}" for name in PACKAGE_BINARIES)
     # Debian's etcd-server package (there for host etcd's unit and user) leaves an etcd-owned /var/lib/etcd;
     # kubeadm creates its own, root-owned, and host etcd makes it again for the etcd user.
-    return f"""
+    return runtime.install_commands() + f"""
 rm -rf /var/lib/etcd
 install -m 0755 {binaries} /usr/bin/
 systemctl daemon-reload
-systemctl enable kubelet.service containerd.service
-systemctl restart containerd.service
-for _ in $(seq 50); do ctr version >/dev/null 2>&1 && break; sleep 0.2; done
+systemctl enable kubelet.service
 ctr -n k8s.io images import --no-unpack=false {NODE_RELEASE_DIR}/{release.images_archive.name} >/dev/null
+ctr -n k8s.io images import --no-unpack=false {addon_images} >/dev/null
 """
 
 
@@ -214,8 +191,16 @@ def _signing_duration(cert_days: int) -> dict:
     return {"controllerManager": {"extraArgs": [{"name": "cluster-signing-duration", "value": f"{cert_days * 24}h"}]}}
 
 
+def kube_proxy_configuration(proxy_mode: str) -> dict:
+    """The lab's KubeProxyConfiguration: its facts, and the mode asked for (kubeadm's default, iptables, unsaid)."""
+    if proxy_mode not in PROXY_MODES:
+        raise LabError(f"--kube-proxy-mode {proxy_mode!r} is not one the lab runs: choose one of "
+                       f"{', '.join(PROXY_MODES)}")
+    return {**LAB_KUBE_PROXY, **({"mode": proxy_mode} if proxy_mode != "iptables" else {})}
+
+
 def init_configuration(node: ClusterNode, release: Release, endpoint: str, cert_days: int, keys: Secrets,
-                       external_etcd: list[ClusterNode] | None = None) -> str:
+                       external_etcd: list[ClusterNode] | None = None, proxy_mode: str = "iptables") -> str:
     """kubeadm init's configuration; with `external_etcd`, the apiserver uses those members' host etcd."""
     kubeadm_api = "kubeadm.k8s.io/v1beta4"
     documents = [
@@ -235,6 +220,7 @@ def init_configuration(node: ClusterNode, release: Release, endpoint: str, cert_
             **_signing_duration(cert_days),
         }),
         _document("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration", dict(LAB_KUBELET)),
+        _document("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration", kube_proxy_configuration(proxy_mode)),
     ]
     return yaml.safe_dump_all(documents, sort_keys=False)
 
@@ -272,14 +258,15 @@ def kubectl(container: str, *args: str, check: bool = False):
 
 
 def bootstrap(nodes: list[ClusterNode], release: Release, cert_days: int, log,
-              external_etcd: list[ClusterNode] | None = None) -> None:
-    """`kubeadm init` on the first control-plane node, then `kubeadm join` on the others, one at a time."""
+              external_etcd: list[ClusterNode] | None = None, proxy_mode: str = "iptables") -> None:
+    """`kubeadm init` on the first control-plane node, `kubeadm join` on the others one at a time, then the pod
+    network and the probe workload."""
     first = nodes[0]
     endpoint = f"{first.ip}:6443"
     keys = Secrets.create()
     log(f"{first.name}: kubeadm init (Kubernetes {release.version})")
     # --upload-certs: the other control-plane nodes fetch the shared certificates with the certificate key.
-    config = init_configuration(first, release, endpoint, cert_days, keys, external_etcd)
+    config = init_configuration(first, release, endpoint, cert_days, keys, external_etcd, proxy_mode)
     _kubeadm(first, "init", config, log, "--upload-certs")
     ca_pem = docker.exec_(first.container, "cat", "/etc/kubernetes/pki/ca.crt").stdout.encode()
     ca_hash = ca_cert_hash(ca_pem)
@@ -288,6 +275,34 @@ def bootstrap(nodes: list[ClusterNode], release: Release, cert_days: int, log,
         _kubeadm(node, "join", join_configuration(node, endpoint, keys, ca_hash), log)
     if cert_days != DEFAULT_CERT_DAYS:
         _forget_short_validity(first)
+    install_network(nodes, release, log)
+
+
+def apply(first: ClusterNode, documents: str, what: str) -> None:
+    done = docker.exec_(first.container, "kubectl", f"--kubeconfig={ADMIN_KUBECONFIG}", "--request-timeout=30s",
+                        "apply", "-f", "-", input=documents, check=False)
+    if done.returncode != 0:
+        raise LabError(f"node {first.name}: applying {what} failed: {(done.stderr or done.stdout).strip()[-800:]}")
+
+
+def install_network(nodes: list[ClusterNode], release: Release, log, timeout: float = 180) -> None:
+    """flannel and kube-router's firewall (addons.py), then each node's CNI configuration from the subnet flanneld
+    took for it, then the probe workload. Run once kubeadm made the nodes a cluster (or a user did, --no-kubeadm)."""
+    first = nodes[0]
+    started = time.monotonic()
+    apply(first, addons.as_yaml(addons.network_manifests(release, POD_SUBNET)), "the pod network (flannel)")
+    deadline = started + timeout
+    for node in nodes:
+        while (subnet := docker.exec_(node.container, "cat", addons.FLANNEL_SUBNET_FILE, check=False)).returncode:
+            if time.monotonic() > deadline:
+                logs = kubectl(first.container, "-n", addons.NAMESPACE, "logs", "--tail=20",
+                               "--selector=app.kubernetes.io/name=flannel", "--prefix", "--all-containers")
+                raise LabError(f"node {node.name}: flanneld wrote no {addons.FLANNEL_SUBNET_FILE} within "
+                               f"{timeout:.0f} s; flannel's last lines:\n{(logs.stdout or logs.stderr)[-1500:]}")
+            time.sleep(1)
+        _write_file(node, addons.CNI_CONFIG, addons.cni_config(subnet.stdout))
+    apply(first, addons.as_yaml(addons.probe_manifests(release)), "the probe workload")
+    log(f"pod network (flannel VXLAN), NetworkPolicy engine and probe workload in {time.monotonic() - started:.0f} s")
 
 
 def _forget_short_validity(first: ClusterNode) -> None:
@@ -299,8 +314,9 @@ def _forget_short_validity(first: ClusterNode) -> None:
     _run(first, ["sh", "-euc", script], "resetting the stored certificate validity")
 
 
-def wait_ready(nodes: list[ClusterNode], timeout: float = 240) -> None:
-    """Until the apiserver answers /readyz with ok and every node is Ready; names what is missing otherwise."""
+def wait_ready(nodes: list[ClusterNode], timeout: float = 240, pods: bool = True) -> None:
+    """Until the apiserver answers /readyz with ok, every node is Ready and (with `pods`) every pod of the cluster
+    is Ready; names what is missing otherwise."""
     first = nodes[0]
     deadline = time.monotonic() + timeout
     problem = ""
@@ -312,11 +328,25 @@ def wait_ready(nodes: list[ClusterNode], timeout: float = 240) -> None:
             listed = kubectl(first.container, "get", "nodes", "-o", "json")
             states = _node_ready(json.loads(listed.stdout)) if listed.returncode == 0 else {}
             missing = [n.name for n in nodes if states.get(n.name) is not True]
-            if not missing:
+            waiting = _pods_not_ready(first) if pods and not missing else []
+            if not missing and not waiting:
                 return
-            problem = f"nodes not Ready yet: {', '.join(missing)}"
+            problem = (f"nodes not Ready yet: {', '.join(missing)}" if missing
+                       else f"pods not Ready yet: {', '.join(waiting[:10])}")
         time.sleep(2)
     raise LabError(f"the cluster is not ready after {timeout:.0f} s: {problem}")
+
+
+def _pods_not_ready(first: ClusterNode) -> list[str]:
+    listed = kubectl(first.container, "get", "pods", "--all-namespaces", "-o", "json")
+    if listed.returncode != 0:
+        return [f"(pods unreadable: {listed.stderr.strip()[-200:]})"]
+    waiting = []
+    for pod in json.loads(listed.stdout)["items"]:
+        conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+        if pod.get("status", {}).get("phase") != "Succeeded" and conditions.get("Ready") != "True":
+            waiting.append(f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
+    return waiting
 
 
 def _node_ready(node_list: dict) -> dict[str, bool]:
@@ -390,6 +420,13 @@ def etcd_environment(manifest: str, members: list[ClusterNode], pki_dir: str) ->
         value = value.replace(f"{PKI_DIR}/etcd", pki_dir)
         lines.append(f"ETCD_{name.upper().replace('-', '_')}={value}")
     return "\n".join(lines) + "\n"
+
+
+def _write_file(node: ClusterNode, path: str, content: str, mode: str = "0644") -> None:
+    """Write a file on the node atomically (a CNI configuration is read the moment it appears)."""
+    encoded = base64.b64encode(content.encode()).decode()
+    docker.exec_(node.container, "sh", "-euc", f"echo {encoded} | base64 -d > {path}.tmp; chmod {mode} {path}.tmp; "
+                 f"mv {path}.tmp {path}")
 
 
 def _write_config(node: ClusterNode, path: str, content: str) -> None:

@@ -30,11 +30,11 @@ SUITES = {"12": "bookworm", "13": "trixie"}
 # What a Kubernetes node has before any hardening (../PLATFORM facts: a realistic kubeadm node).
 NODE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "python3", "python3-yaml", "openssh-server", "sudo", "cron",
-    "nftables", "iptables", "kmod", "iproute2", "procps", "ca-certificates", "openssl", "containerd",
-    "runc", "conntrack", "socat", "ipset", "logrotate", "systemd-timesyncd", "apparmor", "curl",
+    "nftables", "iptables", "kmod", "iproute2", "procps", "ca-certificates", "openssl",
+    "conntrack", "socat", "ipset", "logrotate", "systemd-timesyncd", "apparmor", "curl",
     "etcd-server", "etcd-client",
-    # Pod networking for the lab's real kubelets (bridge, host-local, portmap, loopback).
-    "containernetworking-plugins",
+    # The container runtime (containerd 2.x, runc, the CNI plugins) is not Debian's: runtime.py builds and installs
+    # upstream's releases on every node, as a kubeadm user does.
 )
 
 # Packages hardening roles install. Nodes have no network, so their .debs wait in apt's cache with the

@@ -19,7 +19,7 @@ MODULE = "github.com/aquasecurity/kube-bench"
 VERSION = "v0.15.1"
 # kube-bench maps Kubernetes up to 1.34 to cis-1.12; 1.35-1.37 have no benchmark yet, so the newest applies.
 BENCHMARK = "cis-1.12"
-TOOL = go_tool.GoTool("kube-bench", MODULE, VERSION, MODULE, data_dir="cfg")
+TOOL = go_tool.GoTool.single("kube-bench", MODULE, VERSION, MODULE, data_dir="cfg")
 
 
 @dataclass(frozen=True)

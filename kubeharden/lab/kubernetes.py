@@ -44,13 +44,15 @@ ETCD_STAGING = ("go.etcd.io/etcd/api/v3", "go.etcd.io/etcd/client/pkg/v3", "go.e
 # Upstream links everything but the kubelet statically (hack/lib/golang.sh: KUBE_STATIC_BINARIES).
 STATIC_COMMANDS = ("kubeadm", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 CGO_COMMANDS = ("kubelet",)
+# Kubernetes' own test workload (the lab's connectivity probes), from the same module, static as upstream's image.
+AGNHOST_SOURCE = "test/images/agnhost"
 ETCD_COMMANDS = {"etcd": ETCD_MODULE, "etcdctl": "go.etcd.io/etcd/etcdctl/v3"}
 PAUSE_SOURCE = "build/pause/linux/pause.c"
-BINARIES = (*STATIC_COMMANDS, *CGO_COMMANDS, *ETCD_COMMANDS, "pause")
+BINARIES = (*STATIC_COMMANDS, *CGO_COMMANDS, *ETCD_COMMANDS, "pause", "agnhost")
 IMAGES_ARCHIVE = "images.tar"
 ENTRY_FILES = (*(f"bin/{name}" for name in BINARIES), IMAGES_ARCHIVE)
 # Part of every cache key: bump it when the way binaries are built changes, so old builds are not reused.
-RECIPE = "1"
+RECIPE = "2"
 GO_MINIMUM = {"1.35": (1, 25), "1.36": (1, 26), "1.37": (1, 26)}
 
 
@@ -87,6 +89,15 @@ class Release:
 
     def manifest(self) -> dict:
         return json.loads((self.directory / "manifest.json").read_text())
+
+    @property
+    def coredns_version(self) -> str:
+        """The CoreDNS release this Kubernetes release's kubeadm deploys (its CoreDNSVersion)."""
+        return self.manifest()["coredns_version"]
+
+    @property
+    def agnhost_version(self) -> str:
+        return self.manifest()["agnhost_version"]
 
     @property
     def etcd_image_tag(self) -> str:
@@ -239,8 +250,9 @@ def _build(release: Release, log) -> None:
         _write_wrapper(work / "kubernetes", KUBERNETES_MODULE, release.version,
                        _staging_replacements(Path(kube["GoMod"]), release.version))
         ldflags = _kubernetes_ldflags(release.version, kube)
-        _go_build(go, work / "kubernetes", bin_dir, [f"{KUBERNETES_MODULE}/cmd/{c}" for c in STATIC_COMMANDS],
-                  ldflags, cgo=False, log=log, label=f"kubernetes {release.version}")
+        _go_build(go, work / "kubernetes", bin_dir, [f"{KUBERNETES_MODULE}/cmd/{c}" for c in STATIC_COMMANDS]
+                  + [f"{KUBERNETES_MODULE}/{AGNHOST_SOURCE}"], ldflags, cgo=False, log=log,
+                  label=f"kubernetes {release.version}")
         _go_build(go, work / "kubernetes", bin_dir, [f"{KUBERNETES_MODULE}/cmd/{c}" for c in CGO_COMMANDS],
                   ldflags, cgo=True, log=log, label=f"kubelet {release.version}")
         _build_pause(Path(kube["Dir"]) / PAUSE_SOURCE, bin_dir / "pause", log)
@@ -256,12 +268,15 @@ def _build(release: Release, log) -> None:
         if missing:
             raise LabError(f"the build finished without {', '.join(missing)}")
         pause = _kubeadm_constant(Path(kube["Dir"]), "PauseVersion")
+        coredns = _kubeadm_constant(Path(kube["Dir"]), "CoreDNSVersion")
+        agnhost = (Path(kube["Dir"]) / AGNHOST_SOURCE / "VERSION").read_text().strip()
         images = component_images.images_for(release.version, release.etcd_image_tag, pause)
         component_images.write_archive(images, bin_dir, work / "entry" / IMAGES_ARCHIVE)
         log(f"[build] images: {', '.join(image.reference for image in images)}")
         manifest = {"key": release.key, "version": release.version, "etcd": release.etcd,
                     "etcd_image_tag": release.etcd_image_tag,
                     "pause_image": f"{component_images.REGISTRY}/pause:{pause}",
+                    "coredns_version": coredns, "agnhost_version": agnhost,
                     "images": [image.reference for image in images],
                     "built_seconds": round(time.monotonic() - started),
                     "sha256": {name: _sha256(work / "entry" / name) for name in ENTRY_FILES}}
@@ -333,11 +348,12 @@ _PROGRESS_EVERY = 60  # packages between two progress lines
 
 
 def _go_build(go: str, module_dir: Path, output: Path, packages: list[str], ldflags: str, *, cgo: bool, log,
-              label: str) -> None:
+              label: str, tags: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> None:
     """`go build -v`, printing a progress line every _PROGRESS_EVERY packages; the Go error's tail on failure."""
     started = time.monotonic()
     target = str(output) + ("/" if output.is_dir() else "")
-    command = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", target, *packages]
+    command = [go, "build", "-v", "-trimpath", *flags, *(["-tags", " ".join(tags)] if tags else []),
+               "-ldflags", ldflags, "-o", target, *packages]
     env = _go_env(CGO_ENABLED="1" if cgo else "0")
     process = subprocess.Popen(command, cwd=module_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)

@@ -20,7 +20,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from kubeharden.lab import cluster, docker, kubernetes
+from kubeharden.lab import addons, cluster, connectivity, docker, kubernetes, runtime
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.files import NodeLayout
 from kubeharden.lab.image import LAB_ADMIN_USER, ImageSpec, ensure_image
@@ -28,6 +28,7 @@ from kubeharden.lab.kubernetes import DEFAULT_MINOR
 
 ETCD_TOPOLOGIES = ("static", "host")
 MARKER = "/etc/kubeharden-lab/node.json"
+ADDONS_DIR = "/opt/kubeharden-lab/addons"  # the addons' images archive, mounted read-only into every node
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
 RUN_OPTIONS = [
     # PLATFORM facts: --privileged fails here; this set runs systemd as PID 1.
@@ -40,8 +41,11 @@ RUN_OPTIONS = [
 # remounts writable so the kubelet finds its cgroups where it creates them; containerd's overlay snapshots
 # need a volume (overlay on docker's overlay does not work); a terminal gives the node a /dev/console for
 # the kubelet's /dev/kmsg (kubeharden-lab-kernel.service), as the host's must stay unread.
+# kubeadm's kube-proxy and the network addons run privileged, and runc gives a privileged container every device,
+# which cgroup v1 allows only where the parent cgroup does: the node's device cgroup allows them (it sees only its own
+# /dev, a tmpfs).
 KUBERNETES_NODE_OPTIONS = ["--cgroupns=private", "--entrypoint", "/usr/local/lib/kubeharden-lab/init", "-t",
-                           "-v", "/var/lib/containerd"]
+                           "-v", "/var/lib/containerd", "--device-cgroup-rule", "a *:* rwm"]
 
 # Several labs share two cores. Restarting a stacked etcd stalls its node's kubelet (its calls to the local
 # apiserver time out until etcd is back; measured over 2 min with two labs running), and a component that
@@ -52,11 +56,15 @@ LAB_HEALTH_TIMEOUT = 600
 def kubernetes_group_vars(release: kubernetes.Release) -> str:
     """The lab's own facts, for playbooks/bootstrap.yml's kubeadm configuration (cluster.py has their reasons)."""
     facts = {"control_plane_kubeadm_kubelet_extra": cluster.LAB_KUBELET,
+             "control_plane_kubeadm_kube_proxy_extra": cluster.LAB_KUBE_PROXY,
              "control_plane_kubeadm_etcd_image_tag": release.etcd_image_tag,
              "control_plane_kubeadm_ignore_preflight_errors": sorted(cluster.IGNORED_PREFLIGHT),
              "control_plane_kubeadm_skip_phases": list(cluster.SKIPPED_PHASES),
              "control_plane_kubeadm_pod_subnet": cluster.POD_SUBNET,
-             "control_plane_health_timeout": LAB_HEALTH_TIMEOUT}
+             "control_plane_health_timeout": LAB_HEALTH_TIMEOUT,
+             # The cluster's pod network (addons.py): flannel's VXLAN between nodes, in the pod subnet.
+             "firewall_cni_presets": ["vxlan"],
+             "firewall_pod_cidrs": [cluster.POD_SUBNET]}
     return ("---\n# Written by `kubeharden lab up`; removed by `down`. What kubeadm needs on these containers, for\n"
             "# playbooks/bootstrap.yml (kubeharden/lab/cluster.py says why each is needed).\n"
             + yaml.safe_dump(facts, sort_keys=False))
@@ -74,6 +82,8 @@ class Topology:
     # False: Kubernetes installed (binaries, containerd, images) but kubeadm init and join left to the user,
     # as before playbooks/bootstrap.yml.
     kubeadm: bool = True
+    containerd: str = runtime.DEFAULT_CONTAINERD  # the containerd release line (runtime.CONTAINERD_RELEASES)
+    kube_proxy_mode: str = "iptables"  # or nftables
 
     def validate(self) -> None:
         if self.control_planes not in (1, 3, 5):
@@ -85,6 +95,8 @@ class Topology:
         if not 1 <= self.cert_days <= 365:
             raise LabError(f"--cert-days must be between 1 and 365, not {self.cert_days}")
         ImageSpec(self.debian).suite  # noqa: B018 - raises for an unknown release
+        runtime.Runtime(self.containerd)  # raises for a containerd the lab does not build
+        cluster.kube_proxy_configuration(self.kube_proxy_mode)  # raises for an unknown mode
 
     def node_names(self) -> list[tuple[str, str]]:
         return ([(f"cp{i}", "control-plane") for i in range(1, self.control_planes + 1)]
@@ -116,6 +128,10 @@ class LabState:
         if "kubernetes" not in raw["topology"]:
             raise LabError(f"the lab in {path.parent.parent} was made by a kubeharden before real Kubernetes "
                            f"(its nodes hold files that imitate kubeadm): run `kubeharden lab down --name "
+                           f"{raw['name']}` and bring it up again")
+        if "containerd" not in raw["topology"]:
+            raise LabError(f"the lab in {path.parent.parent} was made by an older kubeharden (Debian's containerd 1.6, "
+                           f"no kube-proxy, CoreDNS or pod network between nodes): run `kubeharden lab down --name "
                            f"{raw['name']}` and bring it up again")
         topology = Topology(**raw["topology"])
         return cls(raw["name"], topology, raw["network"], raw["subnet"], raw["image"],
@@ -172,17 +188,19 @@ class Lab:
                            f"run `kubeharden lab down --name {self.name}` before asking for {_describe(topology)}")
         image = ensure_image(ImageSpec(topology.debian), log=self.log)
         kubernetes.ensure_binaries(release, log=self.log)
+        node_runtime = runtime.Runtime(topology.containerd)
+        node_runtime.ensure(log=self.log)
+        addon_images = addons.ensure_archive(release, image, log=self.log)
         if state is not None and not self._complete(state):
             self.log(f"lab {self.name!r} is incomplete (a node or its network is gone): recreating it")
             self.down(quiet=True)
             state = None
         if state is None:
-            state = self._create(topology, image, release)
+            state = self._create(topology, image, release, node_runtime, addon_images)
         else:
             self._start_existing(state)
         if topology.kubeadm:
             self._wait_etcd(state)
-        if topology.kubeadm:
             cluster.wait_ready(self.cluster_nodes(state))
         self._write_inventory(state)
         return state
@@ -202,7 +220,8 @@ class Lab:
                 docker.run("start", node.container)
         self._wait_systemd(state.nodes)
 
-    def _create(self, topology: Topology, image: str, release: kubernetes.Release) -> LabState:
+    def _create(self, topology: Topology, image: str, release: kubernetes.Release, node_runtime: runtime.Runtime,
+                addon_images: Path) -> LabState:
         self.down(quiet=True)  # leftovers of an `up` that failed half-way
         self.state_dir.mkdir(parents=True, exist_ok=True)
         subnet = self._create_network()
@@ -214,8 +233,9 @@ class Lab:
             nodes.append(Node(name, role, str(hosts[offset]), self.container(name)))
         state = LabState(self.name, topology, self.network, subnet, image, nodes)
         public_key = self._ensure_key()
-        # Every node gets the release's cached build (binaries and images), mounted read-only.
-        node_options = [*KUBERNETES_NODE_OPTIONS, "-v", f"{release.directory}:{cluster.NODE_RELEASE_DIR}:ro"]
+        # Every node gets the cached builds (the release, the runtime, the addons' images), mounted read-only.
+        node_options = [*KUBERNETES_NODE_OPTIONS, "-v", f"{release.directory}:{cluster.NODE_RELEASE_DIR}:ro",
+                        *runtime.node_mounts(node_runtime), "-v", f"{addon_images.parent}:{ADDONS_DIR}:ro"]
         for node in nodes:
             self.log(f"starting node {node.name} ({node.role}, {node.ip})")
             docker.run("run", "-d", *RUN_OPTIONS, *node_options, "--network", self.network, "--ip", node.ip,
@@ -223,7 +243,7 @@ class Lab:
                        "--label", f"kubeharden.node={node.name}", "--label", f"kubeharden.role={node.role}",
                        image, "/sbin/init")
         self._wait_systemd(nodes)
-        self._provision(state, public_key, release)
+        self._provision(state, public_key, release, f"{ADDONS_DIR}/{addon_images.name}")
         state.save(self.state_path)  # only a fully provisioned lab has a state file
         return state
 
@@ -274,7 +294,7 @@ class Lab:
         layout.file(f"{ssh_dir}/authorized_keys", public_key + "\n", 0o600, LAB_ADMIN_USER, LAB_ADMIN_USER)
         return layout
 
-    def _provision(self, state: LabState, public_key: str, release: kubernetes.Release) -> None:
+    def _provision(self, state: LabState, public_key: str, release: kubernetes.Release, addon_images: str) -> None:
         """Install the release on every node as its packages would, then bootstrap the cluster with kubeadm."""
         nodes = self.cluster_nodes(state)
         for node, cluster_node in zip(state.nodes, nodes, strict=True):
@@ -282,9 +302,9 @@ class Lab:
             layout.files += cluster.install_layout(cluster_node, release).files
             docker.exec_(node.container, "tar", "-x", "-p", "-C", "/", input=layout.tar())
             started = time.monotonic()
-            docker.exec_(node.container, "sh", "-euc", cluster.install_commands(release))
-            self.log(f"{node.name}: Kubernetes {release.version} installed, images imported "
-                     f"({time.monotonic() - started:.0f} s)")
+            docker.exec_(node.container, "sh", "-euc", cluster.install_commands(release, addon_images))
+            self.log(f"{node.name}: {runtime.Runtime(state.topology.containerd).describe()} and Kubernetes "
+                     f"{release.version} installed, images imported ({time.monotonic() - started:.0f} s)")
         if not state.topology.kubeadm:
             return
         control_planes = [n for n in nodes if n.role == "control-plane"]
@@ -294,7 +314,8 @@ class Lab:
             cluster.host_etcd(control_planes, release, state.topology.cert_days, self.log)
             self._wait_etcd(state)
             external_etcd = control_planes
-        cluster.bootstrap(control_planes + workers, release, state.topology.cert_days, self.log, external_etcd)
+        cluster.bootstrap(control_planes + workers, release, state.topology.cert_days, self.log, external_etcd,
+                          state.topology.kube_proxy_mode)
 
     def _wait_etcd(self, state: LabState, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -348,6 +369,15 @@ class Lab:
         return {"name": self.name, "exists": True, "topology": asdict(state.topology), "network": state.network,
                 "subnet": state.subnet, "image": state.image, "inventory": str(self.inventory_path),
                 "ssh_user": LAB_ADMIN_USER, "ssh_key": str(self.key_path), "nodes": nodes}
+
+    def matrix(self) -> connectivity.Matrix:
+        """The cluster's connectivity as its users see it (connectivity.py)."""
+        state = self.state()
+        if state is None:
+            raise LabError(f"lab {self.name!r} is not up: run `kubeharden lab up` first")
+        if not state.topology.kubeadm:
+            raise LabError(f"lab {self.name!r} was brought up without kubeadm: there is no cluster to measure")
+        return connectivity.measure(self.cluster_nodes(state))
 
     def ssh_command(self, node_name: str, command: list[str]) -> list[str]:
         state = self.state()

@@ -114,10 +114,11 @@ def test_a_manual_control_site_yml_fixes_by_default_is_enforced():
     """Derived from the remediation: what the roles set by default fails when off; the rest is the operator's."""
     enforced = {c["id"] for c in catalogue.load() if c["type"] == "manual" and c.get("required")}
     assert {"4.2.4", "4.2.5", "4.2.12", "4.2.13", "4.2.14", "1.2.1", "1.2.3", "1.2.9", "1.2.27", "1.2.28",
-            "1.2.29", "1.3.1", "1.1.20", "1.1.21", "4.1.7", "4.1.8", "2.7", "4.2.9"} <= enforced
+            "1.2.29", "1.3.1", "1.1.20", "1.1.21", "4.1.7", "4.1.8", "2.7", "4.2.9", "4.1.3", "4.1.4",
+            "4.3.1"} <= enforced
     # Defaults that are off (always-pull, request timeout), nothing in the kubelet defaults for the key, no
     # playbook task, no check: the operator's call.
-    assert not enforced & {"1.2.11", "1.2.20", "4.2.7", "4.2.8", "4.3.1", "1.1.9"}
+    assert not enforced & {"1.2.11", "1.2.20", "4.2.7", "4.2.8", "1.1.9"}
 
 
 def test_enforcement_follows_the_role_default():

@@ -273,8 +273,10 @@ def test_a_kube_bench_entry_is_used_only_while_its_files_match_their_checksums(t
     (found.config_dir / "cis-1.12/node.yaml").write_text("controls: []\n")
     assert not kube_bench.cached(found)  # no manifest: a build that did not finish
     (found.directory / "manifest.json").write_text(json.dumps({
-        "key": found.directory.name, "binary_sha256": go_tool.kubernetes._sha256(found.binary),
-        "cfg_sha256": go_tool.digest(found.config_dir)}))
+        "key": found.directory.name, "files": go_tool._checksums(found.directory)}))
     assert kube_bench.cached(found)
+    (found.directory / "cfg/cis-1.12/extra.yaml").write_text("controls: []\n")
+    assert not kube_bench.cached(found)  # a file the build did not write
+    (found.directory / "cfg/cis-1.12/extra.yaml").unlink()
     (found.config_dir / "cis-1.12/node.yaml").write_text("controls: [changed]\n")
     assert not kube_bench.cached(found)

@@ -1,0 +1,180 @@
+"""What a cluster's users notice when hardening breaks it, measured on the lab as one table: pods reaching pods on their
+own node and on another, a ClusterIP Service, the same Service by its DNS name (CoreDNS), the apiserver through the
+`kubernetes` Service, a NodePort from outside the cluster network (the lab host), and `kubectl logs`, `exec` and
+`port-forward` to a pod on each node.
+
+Every probe is bounded (agnhost's own connect timeout, `timeout` around each kubectl); a cell holds `ok` or what
+failed, in agnhost's words (TIMEOUT, REFUSED, DNS: ...) or kubectl's. Two measurements of an unchanged cluster give
+the same table, so "hardening changed nothing a user sees" is `before == after`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from kubeharden.lab import addons, cluster, docker
+from kubeharden.lab.errors import LabError
+
+OK = "ok"
+NOT_APPLICABLE = "-"
+ROWS = {
+    "pod-pod-same-node": "pod to pod, same node",
+    "pod-pod-other-node": "pod to pod, another node (pod network)",
+    "pod-service": "pod to a ClusterIP Service",
+    "pod-service-dns": "pod to a Service by DNS name (CoreDNS)",
+    "pod-apiserver": "pod to the apiserver (kubernetes.default)",
+    "nodeport-from-host": "NodePort from outside the cluster (lab host)",
+    "kubectl-logs": "kubectl logs",
+    "kubectl-exec": "kubectl exec",
+    "kubectl-port-forward": "kubectl port-forward",
+}
+PROBE_TIMEOUT = "3s"  # one connection attempt
+KUBECTL_TIMEOUT = "30"  # seconds for one kubectl call, port-forward included
+SERVICE_NAME = f"probe.{addons.PROBE_NAMESPACE}.svc.cluster.local"
+
+
+@dataclass
+class Matrix:
+    nodes: list[str]
+    cells: dict[str, dict[str, str]] = field(default_factory=dict)  # row -> node -> ok | what failed
+
+    def failures(self) -> dict[tuple[str, str], str]:
+        return {(row, node): cell for row, by_node in self.cells.items() for node, cell in by_node.items()
+                if cell not in (OK, NOT_APPLICABLE)}
+
+    def table(self) -> str:
+        width = max(len(text) for text in ROWS.values())
+        columns = [max(12, len(node)) for node in self.nodes]
+        header = "  ".join(f"{node:{size}}" for node, size in zip(self.nodes, columns, strict=True))
+        lines = [f"{'':{width}}  {header}"]
+        for row, text in ROWS.items():
+            cells = [self.cells.get(row, {}).get(node, "?") for node in self.nodes]
+            lines.append(f"{text:{width}}  " + "  ".join(f"{cell[:60]:{size}}"
+                                                        for cell, size in zip(cells, columns, strict=True)))
+        return "\n".join(lines) + "\n"
+
+    def as_dict(self) -> dict:
+        return {"nodes": self.nodes, "cells": self.cells}
+
+
+@dataclass(frozen=True)
+class ProbePod:
+    name: str
+    node: str
+    ip: str
+
+
+def _kubectl(first: cluster.ClusterNode, *args: str):
+    return docker.exec_(first.container, "timeout", KUBECTL_TIMEOUT, "kubectl",
+                        f"--kubeconfig={cluster.ADMIN_KUBECONFIG}", *args, check=False)
+
+
+def _failure(result) -> str:
+    text = (result.stderr or result.stdout or f"exit {result.returncode}").strip().splitlines()
+    line = text[-1] if text else f"exit {result.returncode}"
+    if result.returncode == 124:
+        return f"no answer within {KUBECTL_TIMEOUT} s"
+    return re.sub(r"\s+", " ", line)[:200]
+
+
+def probe_pods(first: cluster.ClusterNode) -> dict[tuple[str, str], ProbePod]:
+    """The probe workload's running pods by (DaemonSet, node)."""
+    listed = _kubectl(first, "get", "pods", "-n", addons.PROBE_NAMESPACE, "-o", "json")
+    if listed.returncode != 0:
+        raise LabError(f"cannot list the probe pods: {_failure(listed)}")
+    found = {}
+    for pod in json.loads(listed.stdout)["items"]:
+        app = pod["metadata"].get("labels", {}).get("app.kubernetes.io/name")
+        if pod["status"].get("phase") == "Running" and pod["status"].get("podIP"):
+            found[(app, pod["spec"]["nodeName"])] = ProbePod(pod["metadata"]["name"], pod["spec"]["nodeName"],
+                                                             pod["status"]["podIP"])
+    return found
+
+
+def _connect(first: cluster.ClusterNode, client: ProbePod, target: str) -> str:
+    done = _kubectl(first, "exec", "-n", addons.PROBE_NAMESPACE, client.name, "--", "/agnhost", "connect",
+                    f"--timeout={PROBE_TIMEOUT}", target)
+    return OK if done.returncode == 0 else _failure(done)
+
+
+def _node_port(address: str) -> str:
+    """From the lab host, as a user outside the cluster network: the probe Service's NodePort on that node."""
+    url = f"http://{address}:{addons.PROBE_NODE_PORT}/hostname"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return OK if answer.status == 200 and answer.read().strip() else f"HTTP {answer.status}"
+    except (urllib.error.URLError, OSError) as error:
+        return re.sub(r"\s+", " ", str(getattr(error, "reason", error)))[:200]
+
+
+def _port_forward(first: cluster.ClusterNode, pod: ProbePod, local_port: int) -> str:
+    """`kubectl port-forward` on the first control-plane node, then one request through it."""
+    script = (f"timeout {KUBECTL_TIMEOUT} kubectl --kubeconfig={cluster.ADMIN_KUBECONFIG} port-forward -n "
+              f"{addons.PROBE_NAMESPACE} pod/{pod.name} {local_port}:{addons.PROBE_PORT} >/tmp/port-forward.log 2>&1 &"
+              f" forward=$!; answer=''; for _ in $(seq 50); do"
+              f" answer=$(curl -s -m 2 http://127.0.0.1:{local_port}/hostname) && break; sleep 0.2; done;"
+              f" kill $forward 2>/dev/null; echo \"$answer\"; [ -n \"$answer\" ] || tail -2 /tmp/port-forward.log")
+    done = docker.exec_(first.container, "sh", "-c", script, check=False)
+    answer = done.stdout.strip().splitlines()
+    if answer and answer[0] == pod.name:
+        return OK
+    return re.sub(r"\s+", " ", " ".join(answer) or done.stderr.strip() or "no answer")[:200]
+
+
+def measure(nodes: list[cluster.ClusterNode]) -> Matrix:
+    """Every row for every node: the client is the node's probe-a pod, the server its probe-b pod (or the next
+    node's for the row across nodes)."""
+    first = next(node for node in nodes if node.role == "control-plane")
+    pods = probe_pods(first)
+    names = [node.name for node in nodes]
+    matrix = Matrix(names, {row: {} for row in ROWS})
+    service = _kubectl(first, "get", "service", "-n", addons.PROBE_NAMESPACE, "probe", "-o",
+                       "jsonpath={.spec.clusterIP}")
+    service_ip = service.stdout.strip() if service.returncode == 0 else ""
+    for index, node in enumerate(nodes):
+        cells = {row: NOT_APPLICABLE for row in ROWS}
+        client, server = pods.get((addons.PROBE_SERVERS[0], node.name)), pods.get((addons.PROBE_SERVERS[1], node.name))
+        other = pods.get((addons.PROBE_SERVERS[1], names[(index + 1) % len(names)])) if len(names) > 1 else None
+        if client is None or server is None:
+            for row in ROWS:
+                matrix.cells[row][node.name] = "no probe pod running on this node"
+            continue
+        port = addons.PROBE_PORT
+        cells["pod-pod-same-node"] = _connect(first, client, f"{server.ip}:{port}")
+        if other is not None:
+            cells["pod-pod-other-node"] = _connect(first, client, f"{other.ip}:{port}")
+        cells["pod-service"] = _connect(first, client, f"{service_ip}:80") if service_ip else _failure(service)
+        cells["pod-service-dns"] = _connect(first, client, f"{SERVICE_NAME}:80")
+        cells["pod-apiserver"] = _connect(first, client, "kubernetes.default:443")
+        # kubeharden's firewall serves NodePorts on workers only (firewall_nodeports_enabled): a control plane's is
+        # not a path users are given.
+        if node.role != "control-plane":
+            cells["nodeport-from-host"] = _node_port(node.ip)
+        logs = _kubectl(first, "logs", "-n", addons.PROBE_NAMESPACE, server.name, "--tail=1")
+        cells["kubectl-logs"] = OK if logs.returncode == 0 and logs.stdout.strip() else _failure(logs)
+        executed = _kubectl(first, "exec", "-n", addons.PROBE_NAMESPACE, server.name, "--", "/agnhost",
+                            "dns-server-list")
+        cells["kubectl-exec"] = OK if executed.returncode == 0 and executed.stdout.strip() else _failure(executed)
+        cells["kubectl-port-forward"] = _port_forward(first, server, 18080 + index)
+        for row, cell in cells.items():
+            matrix.cells[row][node.name] = cell
+    return matrix
+
+
+def foreign_rulesets(container: str) -> dict[str, str]:
+    """Every nftables table of a node but kubeharden's own (kube-proxy's and flannel's iptables-nft tables, kube-
+    router's, ...), without counters: what the firewall role must never change."""
+    listed = docker.exec_(container, "nft", "-s", "list", "ruleset", check=False)
+    tables: dict[str, str] = {}
+    current = None
+    for line in listed.stdout.splitlines():
+        if line.startswith("table "):
+            current = line.rstrip(" {")
+            tables[current] = ""
+        elif current is not None:
+            tables[current] += line + "\n"
+    return {name: body for name, body in tables.items() if name != "table inet kubeharden"}
