@@ -6,9 +6,9 @@ nodes, a NetworkPolicy engine and a small workload on every node, each built fro
   of kubeadm clusters. VXLAN rather than kube-router's BGP routes: its traffic between nodes (UDP 8472) is new to the
   firewall at every packet, so a firewall without the `vxlan` preset visibly cuts pods off from other nodes, and
   the preset visibly puts them back; no kernel module beyond the host's built-in VXLAN is needed.
-  flannel's CNI plugin (github.com/flannel-io/cni-plugin) is not served by the Go module proxy: the lab writes what
-  that plugin hands the bridge plugin (the node's subnet and MTU from flanneld's /run/flannel/subnet.env) as the
-  node's CNI configuration.
+  flannel's CNI plugin (github.com/flannel-io/cni-plugin) is not served by the Go module proxy: each node writes
+  what that plugin hands the bridge plugin (the node's subnet and MTU from flanneld's /run/flannel/subnet.env) as
+  its CNI configuration, whenever that file changes (node_files/usr/local/lib/kubeharden-lab/flannel-cni).
 - **NetworkPolicies: kube-router's firewall alone** (no routing, no service proxy), as a DaemonSet beside flannel.
   kube-network-policies, the other engine the proxy serves, needs nftables' `queue`, which this host's kernel lacks.
 - **The probe workload:** Kubernetes' own test image (agnhost, built from the release) serving HTTP on every node,
@@ -23,7 +23,6 @@ lab's node image, as upstream's distroless-iptables base image is made of Debian
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
 import shutil
@@ -292,23 +291,3 @@ def probe_manifests(release: kubernetes.Release) -> list[dict]:
 
 def as_yaml(documents: list[dict]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False)
-
-
-def cni_config(subnet_env: str) -> str:
-    """The node's CNI configuration from flanneld's subnet.env: what flannel's CNI plugin hands the bridge plugin
-    (the node's subnet and VXLAN MTU, routes to the pod network, masquerading left to flanneld)."""
-    values = dict(line.split("=", 1) for line in subnet_env.splitlines() if "=" in line)
-    try:
-        network, mtu = values["FLANNEL_NETWORK"], int(values["FLANNEL_MTU"])
-        subnet = str(ipaddress.ip_interface(values["FLANNEL_SUBNET"]).network)
-    except (KeyError, ValueError) as error:
-        raise LabError(f"flanneld's subnet.env lacks {error}: {subnet_env!r}") from None
-    return json.dumps({
-        "cniVersion": "1.0.0", "name": "cbr0",
-        "plugins": [
-            {"type": "bridge", "bridge": "cni0", "isGateway": True, "isDefaultGateway": True,
-             "ipMasq": values.get("FLANNEL_IPMASQ") != "true", "hairpinMode": True, "mtu": mtu,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "routes": [{"dst": network}]}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }, indent=2) + "\n"

@@ -290,17 +290,23 @@ def install_network(nodes: list[ClusterNode], release: Release, log, timeout: fl
     took for it, then the probe workload. Run once kubeadm made the nodes a cluster (or a user did, --no-kubeadm)."""
     first = nodes[0]
     started = time.monotonic()
+    # The network's pods reach the apiserver through the `kubernetes` Service: kube-proxy first, or their first
+    # connection waits out its timeout.
+    proxy = docker.exec_(first.container, "kubectl", f"--kubeconfig={ADMIN_KUBECONFIG}", "-n", "kube-system",
+                         "rollout", "status", "daemonset/kube-proxy", f"--timeout={timeout:.0f}s", check=False)
+    if proxy.returncode != 0 and "NotFound" not in proxy.stderr:
+        raise LabError(f"kube-proxy did not run on every node within {timeout:.0f} s: {proxy.stderr.strip()[-600:]}")
     apply(first, addons.as_yaml(addons.network_manifests(release, POD_SUBNET)), "the pod network (flannel)")
     deadline = started + timeout
-    for node in nodes:
-        while (subnet := docker.exec_(node.container, "cat", addons.FLANNEL_SUBNET_FILE, check=False)).returncode:
+    for node in nodes:  # each node writes its CNI configuration once flanneld has its subnet (flannel-cni)
+        while docker.exec_(node.container, "test", "-s", addons.CNI_CONFIG, check=False).returncode:
             if time.monotonic() > deadline:
                 logs = kubectl(first.container, "-n", addons.NAMESPACE, "logs", "--tail=20",
                                "--selector=app.kubernetes.io/name=flannel", "--prefix", "--all-containers")
-                raise LabError(f"node {node.name}: flanneld wrote no {addons.FLANNEL_SUBNET_FILE} within "
-                               f"{timeout:.0f} s; flannel's last lines:\n{(logs.stdout or logs.stderr)[-1500:]}")
+                raise LabError(f"node {node.name}: no {addons.CNI_CONFIG} within {timeout:.0f} s (flanneld writes "
+                               f"{addons.FLANNEL_SUBNET_FILE} first); flannel's last lines:\n"
+                               f"{(logs.stdout or logs.stderr)[-1500:]}")
             time.sleep(1)
-        _write_file(node, addons.CNI_CONFIG, addons.cni_config(subnet.stdout))
     apply(first, addons.as_yaml(addons.probe_manifests(release)), "the probe workload")
     log(f"pod network (flannel VXLAN), NetworkPolicy engine and probe workload in {time.monotonic() - started:.0f} s")
 
@@ -420,13 +426,6 @@ def etcd_environment(manifest: str, members: list[ClusterNode], pki_dir: str) ->
         value = value.replace(f"{PKI_DIR}/etcd", pki_dir)
         lines.append(f"ETCD_{name.upper().replace('-', '_')}={value}")
     return "\n".join(lines) + "\n"
-
-
-def _write_file(node: ClusterNode, path: str, content: str, mode: str = "0644") -> None:
-    """Write a file on the node atomically (a CNI configuration is read the moment it appears)."""
-    encoded = base64.b64encode(content.encode()).decode()
-    docker.exec_(node.container, "sh", "-euc", f"echo {encoded} | base64 -d > {path}.tmp; chmod {mode} {path}.tmp; "
-                 f"mv {path}.tmp {path}")
 
 
 def _write_config(node: ClusterNode, path: str, content: str) -> None:

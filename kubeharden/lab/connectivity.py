@@ -165,16 +165,22 @@ def measure(nodes: list[cluster.ClusterNode]) -> Matrix:
     return matrix
 
 
-def foreign_rulesets(container: str) -> dict[str, str]:
-    """Every nftables table of a node but kubeharden's own (kube-proxy's and flannel's iptables-nft tables, kube-
-    router's, ...), without counters: what the firewall role must never change."""
-    listed = docker.exec_(container, "nft", "-s", "list", "ruleset", check=False)
-    tables: dict[str, str] = {}
-    current = None
+def foreign_rules(container: str) -> dict[str, dict[str, list[str]]]:
+    """Every nftables table of a node but kubeharden's own (kube-proxy's, flannel's and kube-router's iptables-nft
+    tables), as table -> chain -> its rules, sorted, without counters: what the firewall role must never change.
+    Sorted because kube-proxy rewrites its chains in another order whenever an endpoint comes and goes."""
+    listed = docker.exec_(container, "nft", "--stateless", "list", "ruleset", check=False)
+    tables: dict[str, dict[str, list[str]]] = {}
+    table = chain = None
     for line in listed.stdout.splitlines():
+        text = line.strip()
         if line.startswith("table "):
-            current = line.rstrip(" {")
-            tables[current] = ""
-        elif current is not None:
-            tables[current] += line + "\n"
-    return {name: body for name, body in tables.items() if name != "table inet kubeharden"}
+            table, chain = line.rstrip(" {"), None
+            tables[table] = {}
+        elif table and text.startswith("chain ") and text.endswith("{"):
+            chain = text[len("chain "):-1].strip()
+            tables[table][chain] = []
+        elif table and chain and text and text != "}":
+            tables[table][chain].append(re.sub(r"\s+", " ", text))
+    return {name: {c: sorted(rules) for c, rules in chains.items()} for name, chains in tables.items()
+            if name != "table inet kubeharden"}

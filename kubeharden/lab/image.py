@@ -178,7 +178,7 @@ printf '%s ALL=(ALL) NOPASSWD:ALL\\n' {LAB_ADMIN_USER} > /etc/sudoers.d/{LAB_ADM
 chmod 0440 /etc/sudoers.d/{LAB_ADMIN_USER}
 visudo -cf /etc/sudoers.d/{LAB_ADMIN_USER}
 rm -f /etc/ssh/ssh_host_*
-systemctl enable kubeharden-lab-hostkeys.service kubeharden-lab-kernel.service
+systemctl enable kubeharden-lab-hostkeys.service kubeharden-lab-kernel.service kubeharden-lab-flannel-cni.path
 systemctl disable etcd.service
 systemctl mask getty@tty1.service console-getty.service systemd-firstboot.service
 : > /etc/machine-id

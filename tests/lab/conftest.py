@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kubeharden.lab import docker
+from kubeharden.lab import connectivity, docker
 from kubeharden.lab.lab import Lab, Topology
 from tests.conftest import ROOT, require_lab
 
@@ -99,6 +99,39 @@ def assert_kubelets_verified(lab, timeout: float = 120) -> None:
             time.sleep(3)
         proxied = _kubectl(lab, "get", "--raw", f"/api/v1/nodes/{node}/proxy/healthz")
         assert proxied.stdout.strip() == "ok", (node, proxied.stderr)
+
+
+def kube_proxy_metrics_listener(lab, node: str, timeout: float = 60) -> str:
+    """Where kube-proxy's metrics server listens on the node (the socket itself, as `ss` shows it): 127.0.0.1:10249
+    for loopback, *:10249 or 0.0.0.0:10249 for every address. Waits, bounded, while a new kube-proxy starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = docker.exec_(lab.container(node), "ss", "-Hltn", "sport = :10249", check=False).stdout.split()
+        if len(listed) >= 4 or time.monotonic() > deadline:
+            return listed[3] if len(listed) >= 4 else "nothing listens"
+        time.sleep(1)
+
+
+def edit_kube_proxy_config(lab, old: str, new: str) -> None:
+    """A hand-made change to kube-system/kube-proxy's config.conf, rolled out as an operator would."""
+    done = _kubectl(lab, "get", "configmap", "-n", "kube-system", "kube-proxy", "-o", "json")
+    configmap = json.loads(done.stdout)
+    assert old in configmap["data"]["config.conf"], configmap["data"]["config.conf"]
+    configmap["data"]["config.conf"] = configmap["data"]["config.conf"].replace(old, new)
+    replaced = subprocess.run(["docker", "exec", "-i", lab.container("cp1"), "kubectl",
+                               "--kubeconfig=/etc/kubernetes/admin.conf", "replace", "-f", "-"],
+                              input=json.dumps(configmap), capture_output=True, text=True, check=False)
+    assert replaced.returncode == 0, replaced.stderr
+    for step in (("rollout", "restart", "daemonset/kube-proxy"),
+                 ("rollout", "status", "daemonset/kube-proxy", "--timeout=120s")):
+        done = docker.exec_(lab.container("cp1"), "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "-n",
+                            "kube-system", *step, check=False)
+        assert done.returncode == 0, done.stderr
+
+
+def matrix(lab) -> connectivity.Matrix:
+    """The cluster's connectivity as its users see it (kubeharden/lab/connectivity.py)."""
+    return connectivity.measure(lab.cluster_nodes(lab.state()))
 
 
 def _lab(tmp_path_factory, name: str, topology: Topology):

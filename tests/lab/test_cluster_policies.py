@@ -6,13 +6,14 @@ the API). Removing a label by hand and drift restoring it is in test_drift.py (i
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
 import pytest
 import yaml
 
-from kubeharden.lab import docker, network_policy
+from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology
 from tests.conftest import ROOT
 from tests.lab.conftest import _lab, playbook, wait_default_service_accounts
@@ -73,7 +74,7 @@ def kubectl(lab, *args: str, stdin: str | None = None) -> subprocess.CompletedPr
 def pause_tag(lab) -> str:
     """The pause image's tag: the one image every lab node holds (containerd's sandbox image)."""
     config = docker.exec_(lab.container("cp1"), "cat", "/etc/containerd/config.toml").stdout
-    return config.split("registry.k8s.io/pause:")[1].split('"')[0]
+    return re.search(r"registry\.k8s\.io/pause:([\w.-]+)", config).group(1)
 
 
 def audit(lab, tmp_path, controls: str, inventory_vars: dict | None = None) -> dict[str, dict]:
@@ -252,12 +253,13 @@ def answers(lab, server_ip: str, connected: bool, attempts: int = 10) -> bool:
 
 
 def test_default_deny_refuses_a_connection_an_allow_policy_lets_through(policies_lab, tmp_path):
-    """With a real NetworkPolicy engine (kube-router's firewall) on the node: two pods talk; the role's default
+    """With the lab's NetworkPolicy engine (kube-router's firewall, a DaemonSet): two pods talk; the role's default
     deny stops them; an explicit allow policy lets the client through again; made exempt, the namespace loses the
     role's own policies (not another's of the same name) and the client connects without any allow policy."""
     lab = policies_lab
-    network_policy.start_on_node(lab.container("cp1"), "cp1", "/etc/kubernetes/admin.conf", log=lambda line: None)
-    assert network_policy.running(lab.container("cp1"))
+    engine = kubectl(lab, "get", "pods", "-n", "kube-system", "-l", "app.kubernetes.io/name=kube-router",
+                     "--field-selector=spec.nodeName=cp1,status.phase=Running", "-o", "name")
+    assert engine.stdout.strip(), f"no kube-router running on cp1: {engine.stderr}"
     assert kubectl(lab, "create", "namespace", "shop").returncode == 0
     # a pod is refused until the namespace's default account exists (the controller creates it within seconds)
     waited = kubectl(lab, "wait", "--for=create", "serviceaccount/default", "-n", "shop", "--timeout=60s")

@@ -1,6 +1,8 @@
-"""`kubeharden drift` on a hardened lab: eight changes made by hand are named, restored by --remediate, and gone.
+"""`kubeharden drift` on a hardened lab: nine changes made by hand are named, restored by --remediate, and gone.
 
-One lab (cp1 + w1) hardened by site.yml; every step reads the nodes themselves, not only the report."""
+One lab (cp1 + w1) hardened by site.yml; every step reads the nodes themselves, not only the report, and the
+cluster's connectivity matrix (pods, Services, DNS, the apiserver, a NodePort, kubectl logs/exec/port-forward)
+is the stock cluster's after site.yml and after the remediation."""
 
 from __future__ import annotations
 
@@ -13,7 +15,15 @@ import pytest
 from kubeharden.drift import EXIT_CLEAN
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology
-from tests.lab.conftest import _lab, assert_anonymous_health_only, assert_kubelets_verified, playbook
+from tests.lab.conftest import (
+    _lab,
+    assert_anonymous_health_only,
+    assert_kubelets_verified,
+    edit_kube_proxy_config,
+    kube_proxy_metrics_listener,
+    matrix,
+    playbook,
+)
 from tests.lab.second_opinion import assert_second_opinion
 
 pytestmark = pytest.mark.lab
@@ -21,14 +31,15 @@ pytestmark = pytest.mark.lab
 # 4.2.4 is Manual in the benchmark, but site.yml closes the kubelet's unauthenticated port by default: enforced.
 # 4.2.9: w1's kubelet back to a serving certificate it signs itself, which the apiserver (1.2.5) refuses.
 # DEB12-3.3.2 is the same rule as KH-OS-1.13 (same_as): one change, both controls name it.
-HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "5.2.1", "KH-FW-2"},
-             "w1": {"4.2.1", "4.2.4", "4.2.9", "KH-OS-1.13", "DEB12-3.3.2"}}
+# 4.3.1: kube-proxy's metrics bound to every address (kube-system/kube-proxy, read by the kube-proxy of each node).
+HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "4.3.1", "5.2.1", "KH-FW-2"},
+             "w1": {"4.2.1", "4.2.4", "4.2.9", "4.3.1", "KH-OS-1.13", "DEB12-3.3.2"}}
 # What restores each change, as the check-mode diff shows it.
 RESTORING_LINES = {"1.1.13": "+/etc/kubernetes/admin.conf 0600 root:root", "1.2.15": "+    - --profiling=false",
                    "KH-FW-2": "-\t\ttcp dport 31337 accept", "4.2.1": "+    enabled: false",
                    "KH-OS-1.13": "+net.ipv4.conf.all.send_redirects = 0", "4.2.4": "+readOnlyPort: 0",
                    "DEB12-3.3.2": "+net.ipv4.conf.all.send_redirects = 0",
-                   "4.2.9": "+serverTLSBootstrap: true",
+                   "4.2.9": "+serverTLSBootstrap: true", "4.3.1": "+metricsBindAddress: 127.0.0.1:10249",
                    "5.2.1": "+    pod-security.kubernetes.io/enforce: restricted"}
 
 
@@ -66,10 +77,14 @@ def test_kube_bench_agrees_on_the_stock_nodes(drift_lab):
 
 def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     lab, state = drift_lab, tmp_path / "state"
+    stock = matrix(lab)
+    assert stock.failures() == {}, stock.table()
     hardened = playbook(lab, "site.yml")
     assert hardened.returncode == 0, hardened.stdout[-3000:]
     assert_anonymous_health_only(lab, "cp1")  # 1.2.1 on the default release's real apiserver
     assert_kubelets_verified(lab)  # 1.2.5: kubectl logs on every node through the verified kubelet
+    assert matrix(lab).cells == stock.cells, matrix(lab).table()
+    assert kube_proxy_metrics_listener(lab, "w1") == "127.0.0.1:10249"
 
     code, baseline = drift(lab, state)
     assert code == EXIT_CLEAN, baseline
@@ -100,6 +115,8 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
         assert time.monotonic() < deadline, "the apiserver with --profiling=true did not become ready in 150 s"
         time.sleep(3)
     on(lab, "cp1", "chmod 644 /etc/kubernetes/admin.conf")
+    edit_kube_proxy_config(lab, "metricsBindAddress: 127.0.0.1:10249", "metricsBindAddress: 0.0.0.0:10249")
+    assert kube_proxy_metrics_listener(lab, "w1") in ("*:10249", "0.0.0.0:10249")  # the socket, not the file
     on(lab, "cp1", "nft add rule inet kubeharden input tcp dport 31337 accept")
 
     # One command: the drift run (its report is `before`), the fix by tag, and the next drift run.
@@ -117,7 +134,7 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     assert {node: set(ids) for node, ids in fixed["remediation"]["fixed"].items()} == HAND_MADE
     assert set(fixed["remediation"]["tags"]) == {"control_plane_files", "control_plane_apiserver", "firewall",
                                                  "kubelet_config", "kubelet_serving", "node_os_sysctl",
-                                                 "cluster_policies_pod_security"}
+                                                 "cluster_policies_pod_security", "kubelet_kube_proxy"}
     # The check after remediation is the next drift run: clean, nothing pending.
     assert drifted(fixed) == {} and all(not entry["pending"] for entry in fixed["nodes"].values()), fixed["nodes"]
     metrics = (textfiles / "kubeharden.prom").read_text()
@@ -132,12 +149,14 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     # Persisted only: /proc/sys is read-only in a lab container (the audit judges the persisted value there).
     assert "net.ipv4.conf.all.send_redirects = 0" in on(lab, "w1", "cat /etc/sysctl.d/99-zz-kubeharden.conf")
     assert kubectl(lab, "get", "--raw", "/api/v1/nodes/w1/proxy/healthz").stdout.strip() == "ok"
+    assert kube_proxy_metrics_listener(lab, "w1") == "127.0.0.1:10249"
+    assert matrix(lab).cells == stock.cells, matrix(lab).table()
 
     report = subprocess.run(["kubeharden", "report", "--state-dir", str(state), "--html", str(tmp_path / "r.html")],
                             capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
-    assert "now passing: 1.1.13, 1.2.15, 5.2.1, KH-FW-2" in report.stdout, report.stdout
-    assert "now passing: 4.2.1, 4.2.4, 4.2.9, DEB12-3.3.2, KH-OS-1.13" in report.stdout, report.stdout
+    assert "now passing: 1.1.13, 1.2.15, 4.3.1, 5.2.1, KH-FW-2" in report.stdout, report.stdout
+    assert "now passing: 4.2.1, 4.2.4, 4.2.9, 4.3.1, DEB12-3.3.2, KH-OS-1.13" in report.stdout, report.stdout
     page = (tmp_path / "r.html").read_text()
     assert "<svg" in page and "cp1" in page and "4.2.9" in page  # trend drawn, fixed controls listed
     assert len(list((state / "history").glob("*.json"))) == 3  # baseline, before and after remediation

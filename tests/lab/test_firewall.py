@@ -1,4 +1,5 @@
-"""The firewall role with real traffic between lab nodes (the lab's own network only)."""
+"""The firewall role on a real cluster: kube-proxy, flannel's VXLAN between nodes, kube-router's NetworkPolicy
+tables, CoreDNS and a workload on every node; real traffic between lab nodes (the lab's own network only)."""
 
 from __future__ import annotations
 
@@ -9,29 +10,30 @@ import time
 
 import pytest
 
-from kubeharden.lab import docker
+from kubeharden.lab import connectivity, docker
 from tests.conftest import ROOT
+from tests.lab.conftest import matrix
 
 pytestmark = pytest.mark.lab
 
-# kube-proxy-like iptables-nft rules and an unrelated native table, laid down before the role runs.
+# An unrelated native table of the operator's own, beside the cluster's (kube-proxy's, flannel's, kube-router's).
 FOREIGN_SETUP = """
-iptables -t nat -N KUBE-SERVICES && iptables -t nat -A PREROUTING -j KUBE-SERVICES
-iptables -t nat -A KUBE-SERVICES -d 10.96.0.1/32 -p tcp --dport 443 -j DNAT --to-destination 127.0.0.1:6443
-iptables -t filter -N KUBE-FIREWALL && iptables -t filter -A INPUT -j KUBE-FIREWALL
 nft add table inet foreign && nft add chain inet foreign c '{ type filter hook input priority 10; }'
 nft add rule inet foreign c tcp dport 9999 counter accept
 """
-FOREIGN_TABLES = ("ip nat", "ip filter", "inet foreign")
 
 
 def sh(lab, node, script, check=True):
     return docker.exec_(lab.container(node), "sh", "-c", script, check=check)
 
 
-def foreign(lab, node) -> dict[str, str]:
-    # --stateless: the rules, byte for byte, without packet counters (traffic moves those).
-    return {t: sh(lab, node, f"nft --stateless list table {t}").stdout for t in FOREIGN_TABLES}
+def foreign(lab, node) -> dict[str, dict[str, list[str]]]:
+    """Every table but kubeharden's, rule by rule without counters (connectivity.foreign_rules)."""
+    return connectivity.foreign_rules(lab.container(node))
+
+
+def other_node_row(lab) -> dict[str, str]:
+    return matrix(lab).cells["pod-pod-other-node"]
 
 
 def probe(lab, source: str, target_ip: str, port: int) -> str:
@@ -58,19 +60,41 @@ def hardened(firewall_lab):
     lab = firewall_lab
     for node in ("cp1", "w1", "w2"):
         sh(lab, node, FOREIGN_SETUP)
+    stock = matrix(lab)
+    assert stock.failures() == {}, stock.table()
+    assert {table for table in foreign(lab, "w1")} >= {"table ip nat", "table ip filter", "table inet foreign"}
     before = {node: foreign(lab, node) for node in ("cp1", "w1")}
     result = harden(lab)
     assert result.returncode == 0, result.stdout[-3000:]
-    return lab, before
+    return lab, before, stock
 
 
-def test_foreign_tables_are_byte_identical_after_the_role(hardened):
-    lab, before = hardened
+def test_foreign_tables_keep_every_rule_after_the_role(hardened):
+    """kube-proxy's and flannel's iptables-nft tables, kube-router's and the operator's own: rule for rule."""
+    lab, before, _ = hardened
     assert {node: foreign(lab, node) for node in ("cp1", "w1")} == before
 
 
+def test_the_cluster_works_as_before_behind_the_firewall(hardened):
+    lab, _, stock = hardened
+    assert matrix(lab).cells == stock.cells, matrix(lab).table()
+
+
+def test_without_the_cni_preset_pods_lose_the_other_nodes_and_get_them_back(hardened):
+    """The proof can fail: flannel's VXLAN (UDP 8472) dropped at the other node cuts every pod off from pods on
+    other nodes; the `vxlan` preset (the lab inventory's firewall_cni_presets) puts them back."""
+    lab, _, stock = hardened
+    cut = harden(lab, {"firewall_cni_presets": []})
+    assert cut.returncode == 0, cut.stdout[-3000:]
+    row = other_node_row(lab)
+    assert set(row.values()) == {"TIMEOUT"}, row
+    restored = harden(lab)
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert matrix(lab).cells == stock.cells
+
+
 def test_etcd_ports_are_closed_from_a_worker_and_open_from_another_control_plane(hardened):
-    lab, _ = hardened
+    lab, _, _ = hardened
     assert probe(lab, "w1", ip(lab, "cp1"), 2379) == "dropped"
     assert probe(lab, "w1", ip(lab, "cp1"), 6443) == "open"  # the apiserver, open to every node
     assert probe(lab, "cp2", ip(lab, "cp1"), 2379) == "open"
@@ -78,7 +102,7 @@ def test_etcd_ports_are_closed_from_a_worker_and_open_from_another_control_plane
 
 
 def test_kubelet_port_is_reachable_only_from_control_plane_nodes(hardened):
-    lab, _ = hardened
+    lab, _, _ = hardened
     assert probe(lab, "cp1", ip(lab, "w1"), 10250) == "open"
     assert probe(lab, "w2", ip(lab, "w1"), 10250) == "dropped"
 
@@ -86,18 +110,18 @@ def test_kubelet_port_is_reachable_only_from_control_plane_nodes(hardened):
 def test_etcd_quorum_survives_the_firewall(hardened):
     from kubeharden.lab.lab import etcdctl
 
-    lab, _ = hardened
+    lab, _, _ = hardened
     assert etcdctl(lab.container("cp2"), "endpoint", "health", "--cluster").returncode == 0
 
 
 def test_ssh_from_the_controller_still_works(hardened):
-    lab, _ = hardened
+    lab, _, _ = hardened
     result = subprocess.run(lab.ssh_command("w2", ["sudo", "-n", "true"]), capture_output=True, timeout=30)
     assert result.returncode == 0
 
 
 def test_the_table_is_persisted_for_boot_and_the_rollback_disarmed(hardened):
-    lab, _ = hardened
+    lab, _, _ = hardened
     assert sh(lab, "w1", "systemctl is-enabled kubeharden-firewall.service").stdout.strip() == "enabled"
     assert sh(lab, "w1", "nft -c -f /etc/nftables.d/kubeharden.nft && echo valid").stdout.strip() == "valid"
     assert sh(lab, "w1", "systemctl is-active kubeharden-firewall-rollback.timer", check=False).stdout.strip() \
@@ -107,7 +131,7 @@ def test_the_table_is_persisted_for_boot_and_the_rollback_disarmed(hardened):
 def test_a_rerun_that_changes_nothing_logs_in_once(hardened, tmp_path):
     """The confirmation drops the connection only after a change (Ansible's reset_connection ignores conditions,
     so a reset left in a conditional block would reconnect every node on every run)."""
-    lab, _ = hardened
+    lab, _, _ = hardened
 
     def logins() -> int:
         time.sleep(1)  # sshd's lines reach the journal asynchronously
@@ -121,7 +145,7 @@ def test_a_rerun_that_changes_nothing_logs_in_once(hardened, tmp_path):
 
 
 def test_deliberate_lockout_is_rolled_back_and_ssh_comes_back(hardened):
-    lab, _ = hardened
+    lab, _, _ = hardened
     listing = sh(lab, "w2", "nft list table inet kubeharden").stdout
     foreign_before = foreign(lab, "w2")
     started = time.monotonic()
@@ -149,7 +173,7 @@ def test_deliberate_lockout_is_rolled_back_and_ssh_comes_back(hardened):
     ({"firewall_admin_cidrs": ["203.0.113.0/24"]}, "loading it would lock the play out"),
 ])
 def test_bad_input_fails_before_anything_is_loaded(hardened, variables, message):
-    lab, _ = hardened
+    lab, _, _ = hardened
     listing = sh(lab, "w1", "nft list table inet kubeharden").stdout
     result = harden(lab, variables, limit="w1")
     assert result.returncode != 0 and message in result.stdout
@@ -157,16 +181,18 @@ def test_bad_input_fails_before_anything_is_loaded(hardened, variables, message)
 
 
 def test_boot_unit_restores_only_kubeharden_table(hardened):
-    lab, _ = hardened
+    """A firewall reload (the boot unit) replaces kubeharden's table alone: the cluster works as before."""
+    lab, _, stock = hardened
     foreign_before = foreign(lab, "cp1")
     listing = sh(lab, "cp1", "nft --stateless list table inet kubeharden").stdout
     sh(lab, "cp1", "nft delete table inet kubeharden && systemctl restart kubeharden-firewall.service")
     assert sh(lab, "cp1", "nft --stateless list table inet kubeharden").stdout == listing
     assert foreign(lab, "cp1") == foreign_before
+    assert matrix(lab).cells == stock.cells
 
 
 def test_live_drift_in_the_table_is_detected_and_repaired(hardened):
-    lab, _ = hardened
+    lab, _, _ = hardened
     listing = sh(lab, "w1", "nft --stateless list table inet kubeharden").stdout
     sh(lab, "w1", "nft add rule inet kubeharden input tcp dport 2379 accept")  # someone opened etcd by hand
     assert probe(lab, "w2", ip(lab, "w1"), 2379) == "refused"  # now reachable (nothing listens on a worker)

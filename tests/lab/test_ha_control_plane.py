@@ -28,11 +28,12 @@ import yaml
 from kubeharden.lab import cluster, docker
 from kubeharden.lab.lab import Topology, etcdctl
 from tests.conftest import ROOT
-from tests.lab.conftest import _lab, assert_kubelets_verified, module, playbook
+from tests.lab.conftest import _lab, assert_kubelets_verified, matrix, module, playbook
 
 pytestmark = pytest.mark.lab
 
 CONTROL_PLANES = ("cp1", "cp2", "cp3")
+MATRIX: dict[str, dict] = {}  # this file's tests run in order on one cluster
 SECRETS = 500
 NAMESPACE = "rotation"
 CONFIG = "/etc/kubernetes/enc/encryption-config.yaml"
@@ -165,6 +166,9 @@ def test_site_yml_restarts_the_apiservers_one_at_a_time_and_two_stay_ready(ha_cl
                              input=manifest, capture_output=True, text=True, check=False)
     assert created.returncode == 0, created.stderr[-2000:]
     assert set(stored_keys(lab)) == {"plaintext"}  # written before encryption at rest
+    stock = matrix(lab)
+    assert stock.failures() == {}, stock.table()
+    MATRIX["stock"] = stock.cells  # the stock cluster's connectivity, which every later step must keep
     started = {node: apiserver_started(lab, node) for node in CONTROL_PLANES}
     with probe(lab, tmp_path) as watch:
         run = playbook(lab, "site.yml")
@@ -177,6 +181,7 @@ def test_site_yml_restarts_the_apiservers_one_at_a_time_and_two_stay_ready(ha_cl
     # The Secrets written before hardening were stored again, encrypted (etcd-rewrite.yml in site.yml).
     assert list(stored_keys(lab)) == [f"secretbox:{keys(lab, 'cp1')[0]}"]
     assert_every_secret_readable(lab, "after site.yml")
+    assert matrix(lab).cells == MATRIX["stock"], matrix(lab).table()  # the cluster's users see no difference
 
 
 def test_the_firewalled_cluster_still_works(ha_cluster):
@@ -194,8 +199,11 @@ def test_the_firewalled_cluster_still_works(ha_cluster):
     for port in (2379, 2380):
         opened = sh(lab, "w1", f"timeout 3 bash -c '</dev/tcp/{address(lab, 'cp1')}/{port}' && echo yes || echo no")
         assert opened.strip() == "no", f"w1 opened etcd's port {port} on cp1"
-    # A worker still joins through the firewall: w1 leaves the cluster and joins again with a fresh token.
-    sh(lab, "w1", "kubeadm reset --force >/dev/null 2>&1")
+    # A worker still joins through the firewall: w1 leaves the cluster and joins again with a fresh token. As kubeadm
+    # reset says, it cleans neither the CNI configuration nor its interfaces: the operator does (the node may get
+    # another pod subnet, which flannel's bridge could not take over).
+    sh(lab, "w1", "kubeadm reset --force >/dev/null 2>&1; ip link delete cni0; ip link delete flannel.1; "
+                  "rm -f /etc/cni/net.d/*")
     cluster.kubectl(lab.container("cp1"), "delete", "node", "w1", check=True)
     token = sh(lab, "cp1", "kubeadm token create --ttl 10m").strip()
     ca_hash = cluster.ca_cert_hash(sh(lab, "cp1", "cat /etc/kubernetes/pki/ca.crt").encode())
@@ -210,6 +218,8 @@ def test_the_firewalled_cluster_still_works(ha_cluster):
                           "jsonpath={.status.conditions[?(@.type=='Ready')].status}").stdout != "True":
         assert time.monotonic() < deadline, "w1 did not become Ready after joining again"
         time.sleep(3)
+    cluster.wait_ready(lab.cluster_nodes(lab.state()))  # w1's pods too, on its pod subnet of now
+    assert matrix(lab).cells == MATRIX["stock"], matrix(lab).table()
 
 
 # Where each run of the rotation is killed: a phase, and what shows the play is inside it (read on the nodes).
@@ -285,5 +295,6 @@ def test_key_rotation_under_500_secrets_resumes_after_a_kill_in_every_phase(ha_c
     assert list(stored_keys(lab)) == [f"secretbox:{new[0]}"]  # every value in etcd under the new key
     assert_every_secret_readable(lab, "after the rotation")
     assert watch.fewest_ready() == [], "moments with fewer than two ready apiservers during the rotation"
+    assert matrix(lab).cells == MATRIX["stock"], matrix(lab).table()
     print(f"key rotation of {SECRETS} Secrets on 3 control-plane nodes, killed in each of its 4 phases and "
           f"resumed: {elapsed:.0f} s ({len(watch.samples)} readiness samples)")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubeharden.lab import cluster, docker, kubernetes
+from kubeharden.lab import addons, cluster, connectivity, docker, kubernetes
 from kubeharden.lab.lab import Topology
 from tests import kubeadm_node
 from tests.lab.conftest import _lab, assert_kubelets_verified
@@ -32,6 +32,16 @@ def upgrade_lab(tmp_path_factory):
 
 def test_site_yml_hardens_the_release_before_the_newest(upgrade_lab):
     assert_hardened_release(upgrade_lab)
+
+
+def addon_images(container: str) -> dict[str, str]:
+    """The images of kubeadm's addons as the cluster runs them (kube-proxy's DaemonSet, CoreDNS's Deployment)."""
+    found = {}
+    for kind, name, key in (("daemonset", "kube-proxy", "kube-proxy"), ("deployment", "coredns", "coredns")):
+        listed = cluster.kubectl(container, "get", kind, "-n", "kube-system", name, "-o",
+                                 "jsonpath={.spec.template.spec.containers[0].image}", check=True)
+        found[key] = listed.stdout.strip()
+    return found
 
 
 def kubelet_versions(container: str) -> set[str]:
@@ -80,10 +90,13 @@ def install(lab, release: kubernetes.Release, *binaries: str) -> None:
         for name in binaries:
             docker.run("cp", str(release.binary(name)), f"{node.container}:{staging}/{name}")
             docker.exec_(node.container, "install", "-m", "0755", f"{staging}/{name}", f"/usr/bin/{name}")
-        if "kubeadm" in binaries:
-            docker.run("cp", str(release.directory / kubernetes.IMAGES_ARCHIVE), f"{node.container}:{staging}/")
-            docker.exec_(node.container, "ctr", "-n", "k8s.io", "images", "import", "--no-unpack=false",
-                         f"{staging}/{kubernetes.IMAGES_ARCHIVE}", check=True)
+        if "kubeadm" in binaries:  # the release's images and its addons' (kube-proxy, CoreDNS), as a mirror holds
+            archives = {"release.tar": release.directory / kubernetes.IMAGES_ARCHIVE,
+                        "addons.tar": addons.ensure_archive(release, lab.state().image, log=lambda line: None)}
+            for name, archive in archives.items():
+                docker.run("cp", str(archive), f"{node.container}:{staging}/{name}")
+                docker.exec_(node.container, "ctr", "-n", "k8s.io", "images", "import", "--no-unpack=false",
+                             f"{staging}/{name}", check=True)
 
 
 def test_the_hardening_survives_kubeadm_upgrade_to_the_newest_release(upgrade_lab, tmp_path):
@@ -113,11 +126,10 @@ def test_the_hardening_survives_kubeadm_upgrade_to_the_newest_release(upgrade_la
     # The upgrade, as the guide says: kubeadm first, apply on the first control plane, node on the others, then
     # the kubelet and kubectl, and the kubelets restarted.
     install(upgrade_lab, target, "kubeadm")
-    # The lab's cluster has no CoreDNS (cluster.SKIPPED_PHASES): its upgrade checks and addons are skipped too.
-    ignored = [*cluster.IGNORED_PREFLIGHT, "CoreDNSUnsupportedPlugins", "CoreDNSMigration"]
+    matrix_before = connectivity.measure(upgrade_lab.cluster_nodes(state))
+    assert matrix_before.failures() == {}, matrix_before.table()
     applied = docker.exec_(cp1, "kubeadm", "upgrade", "apply", target.version, "--yes",
-                           "--ignore-preflight-errors=" + ",".join(ignored),
-                           "--skip-phases=" + ",".join(cluster.SKIPPED_PHASES), check=False)
+                           "--ignore-preflight-errors=" + ",".join(cluster.IGNORED_PREFLIGHT), check=False)
     assert applied.returncode == 0, (applied.stdout + applied.stderr)[-3000:]
     for node in state.nodes[1:]:
         upgraded = docker.exec_(node.container, "kubeadm", "upgrade", "node",
@@ -131,21 +143,29 @@ def test_the_hardening_survives_kubeadm_upgrade_to_the_newest_release(upgrade_la
     while (versions := kubelet_versions(cp1)) != {target.version}:
         assert time.monotonic() < deadline, versions
         time.sleep(3)
+    # kubeadm upgraded its addons too, and the cluster's users see no difference.
+    assert addon_images(cp1) == {"kube-proxy": f"registry.k8s.io/kube-proxy:{target.version}",
+                                 "coredns": f"registry.k8s.io/coredns/coredns:{target.coredns_version}"}
+    assert connectivity.measure(upgrade_lab.cluster_nodes(state)).cells == matrix_before.cells
 
     upgraded = flags(docker.exec_(cp1, "cat", "/etc/kubernetes/manifests/kube-apiserver.yaml").stdout)
     assert hardening <= upgraded, hardening - upgraded
-    # What kubeadm cannot carry: it writes etcd's manifest as root again (KH-ETCD-2). Nothing else changed.
+    # What kubeadm cannot carry: it writes etcd's manifest as root again (KH-ETCD-2), and kube-proxy's DaemonSet
+    # anew, its configuration files 0644 again (4.1.3). Nothing else changed: kube-proxy's settings (4.3.1) are
+    # carried over in its ConfigMap.
     after = settled_statuses(upgrade_lab)
     changed = {(node, cid): (before[node].get(cid), status) for node in after for cid, status in after[node].items()
                if before[node].get(cid) != status}
-    assert changed == {("cp1", "KH-ETCD-2"): ("pass", "fail")}, changed
+    assert changed == {("cp1", "KH-ETCD-2"): ("pass", "fail"), ("cp1", "4.1.3"): ("pass", "fail"),
+                       ("w1", "4.1.3"): ("pass", "fail")}, changed
 
     # The one command after an upgrade (README): drift repairs exactly that, and leaves nothing pending.
     drift = subprocess.run(["kubeharden", "drift", "-i", str(upgrade_lab.inventory_path), "--remediate", "--format",
                             "json", "--no-progress", "--state-dir", str(tmp_path / "drift")],
                            capture_output=True, text=True)
     report = json.loads(drift.stdout)
-    assert report["remediation"]["fixed"] == {"cp1": ["KH-ETCD-2"]}, report["remediation"]
+    fixed = {node: sorted(ids) for node, ids in report["remediation"]["fixed"].items()}
+    assert fixed == {"cp1": ["4.1.3", "KH-ETCD-2"], "w1": ["4.1.3"]}, report["remediation"]
     assert all(not entry["drifted"] and not entry["pending"] for entry in report["nodes"].values()), report["nodes"]
     assert settled_statuses(upgrade_lab) == before
     assert_kubelets_verified(upgrade_lab)
