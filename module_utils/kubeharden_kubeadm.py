@@ -438,3 +438,27 @@ def harden_kube_proxy_configuration(current: dict, settings: dict, managed: list
             raise ConfigError(f"kube-system/kube-proxy sets {path}: {present[path]!r}, which contradicts "
                               f"kubeharden's {value!r}: change the kubelet role's variable, or the ConfigMap")
     return deep_merge(current or {}, settings or {}), sorted(wanted)
+
+
+# -- kube-proxy's DaemonSet (kubeadm's addon) ------------------------------------------------------------------
+
+KUBE_PROXY = "kube-proxy"  # the ConfigMap, the DaemonSet and its volume of that ConfigMap, as kubeadm names them
+
+
+def config_volume(daemonset: dict) -> tuple[int, dict]:
+    """Index and definition of kube-proxy's configuration volume in its DaemonSet (ConfigError when absent)."""
+    volumes = daemonset["spec"]["template"]["spec"].get("volumes") or []
+    for index, volume in enumerate(volumes):
+        if (volume.get("configMap") or {}).get("name") == KUBE_PROXY:
+            return index, volume
+    raise ConfigError(f"kube-system/{KUBE_PROXY}: the DaemonSet mounts no volume of the {KUBE_PROXY} ConfigMap")
+
+
+def mode_patch(daemonset: dict, mode: int) -> list[dict] | None:
+    """A JSON patch setting the configuration volume's defaultMode (the API's default is 0644), None when set."""
+    index, volume = config_volume(daemonset)
+    if volume["configMap"].get("defaultMode", 0o644) == mode:
+        return None
+    path = f"/spec/template/spec/volumes/{index}"
+    return [{"op": "test", "path": f"{path}/name", "value": volume["name"]},
+            {"op": "add", "path": f"{path}/configMap/defaultMode", "value": mode}]

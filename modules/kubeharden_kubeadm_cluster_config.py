@@ -103,10 +103,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_files import BACKUP_DIR_OPTION, atomic_write
 from ansible.module_utils.kubeharden_kubeadm import (
+    KUBE_PROXY,
     ConfigError,
+    config_volume,
     harden_cluster_configuration,
     harden_kube_proxy_configuration,
     harden_kubelet_configuration,
+    mode_patch,
 )
 from ansible.module_utils.kubeharden_kubectl import KUBECTL_OPTIONS, Kubectl
 
@@ -121,7 +124,6 @@ NAMESPACE = "kube-system"
 RECORD = "kubeharden-managed"
 # ConfigMap -> the data key holding the configuration.
 KEYS = {"kubeadm-config": "ClusterConfiguration", "kubelet-config": "kubelet", "kube-proxy": "config.conf"}
-KUBE_PROXY = "kube-proxy"  # the ConfigMap, the DaemonSet and its volume of that ConfigMap, as kubeadm names them
 
 
 def dump(document: dict) -> str:
@@ -161,25 +163,6 @@ def hardened(name: str, configmap: dict, managed: dict, params: dict) -> tuple[d
         return configuration, {"settings": paths}
     configuration, paths = harden_kubelet_configuration(current, params["kubelet"], managed.get("kubelet", []))
     return configuration, {"kubelet": paths}
-
-
-def config_volume(daemonset: dict) -> tuple[int, dict]:
-    """Index and definition of kube-proxy's configuration volume in its DaemonSet (ConfigError when absent)."""
-    volumes = daemonset["spec"]["template"]["spec"].get("volumes") or []
-    for index, volume in enumerate(volumes):
-        if (volume.get("configMap") or {}).get("name") == KUBE_PROXY:
-            return index, volume
-    raise ConfigError(f"{NAMESPACE}/{KUBE_PROXY}: the DaemonSet mounts no volume of the {KUBE_PROXY} ConfigMap")
-
-
-def mode_patch(daemonset: dict, mode: int) -> list[dict] | None:
-    """A JSON patch setting the configuration volume's defaultMode (the API's default is 0644), None when set."""
-    index, volume = config_volume(daemonset)
-    if volume["configMap"].get("defaultMode", 0o644) == mode:
-        return None
-    path = f"/spec/template/spec/volumes/{index}"
-    return [{"op": "test", "path": f"{path}/name", "value": volume["name"]},
-            {"op": "add", "path": f"{path}/configMap/defaultMode", "value": mode}]
 
 
 def read_record(record: dict | None) -> dict[str, dict]:
