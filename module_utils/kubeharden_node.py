@@ -271,7 +271,7 @@ def path_in_root(root: str, path: str, hops: int = 40) -> str:
     """`path` as a process whose root is `root` (/proc/PID/root) sees it, symlinks followed inside that root (a
     ConfigMap volume's files are links into a timestamped directory); the host path to stat."""
     current = root.rstrip("/") + "/" + path.lstrip("/")
-    for _ in range(hops):
+    for _hop in range(hops):
         if not os.path.islink(current):
             return current
         target = os.readlink(current)

@@ -255,7 +255,7 @@ def main() -> None:
                 before += f"# {NAMESPACE}/{KUBE_PROXY} DaemonSet: configuration files' mode\n{shown}\n"
                 after += f"# {NAMESPACE}/{KUBE_PROXY} DaemonSet: configuration files' mode\n{mode:04o}\n"
                 proxy_report["changed"] = True
-    proxy_config_changed = any(original["metadata"]["name"] == KUBE_PROXY for original, _ in changes)
+    proxy_config_changed = any(original["metadata"]["name"] == KUBE_PROXY for original, _updated in changes)
     roll_out = daemonset is not None and (patch is not None or proxy_config_changed)
     backups = []
     if not module.check_mode:
