@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--containerd", choices=sorted(runtime.CONTAINERD_RELEASES),
                     help=f"containerd release line of the nodes (default: {runtime.DEFAULT_CONTAINERD}, the LTS)")
     up.add_argument("--kube-proxy-mode", choices=cluster.PROXY_MODES, help="kube-proxy's mode (default: iptables)")
+    up.add_argument("--cni", choices=addons.CNIS, help="the pod network (default: flannel's VXLAN, with kube-router's "
+                                                       "NetworkPolicy firewall)")
     build = lab_commands.add_parser("build", help="build (or check the cache of) a Kubernetes release for the lab, "
                                                   "with its container runtime and addons")
     build.add_argument("--kubernetes-version", metavar="VERSION", default=kubernetes.DEFAULT_MINOR,
@@ -195,7 +197,8 @@ def run_lab(args: argparse.Namespace) -> int:
         base = asdict(current.topology if current else Topology())
         asked = {"control_planes": args.control_planes, "workers": args.workers, "etcd": args.etcd,
                  "debian": args.debian, "cert_days": args.cert_days, "kubernetes": args.kubernetes_version,
-                 "kubeadm": args.kubeadm, "containerd": args.containerd, "kube_proxy_mode": args.kube_proxy_mode}
+                 "kubeadm": args.kubeadm, "containerd": args.containerd, "kube_proxy_mode": args.kube_proxy_mode,
+                 "cni": args.cni}
         state = lab.up(Topology(**{**base, **{k: v for k, v in asked.items() if v is not None}}))
         print(f"lab {state.name!r} is up; try: ansible -i {lab.inventory_path} all -m ping")
         _print_status(lab.status())

@@ -62,6 +62,9 @@ KUBE_ROUTER = go_tool.GoTool(
     (go_tool.GoBuild((("kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"),),
                      ldflags="-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={version}"),))
 
+# The pod networks the lab runs (flannel's VXLAN, with kube-router's NetworkPolicy firewall beside it).
+CNIS = ("flannel",)
+DEFAULT_CNI = "flannel"
 NAMESPACE = "kube-system"
 PROBE_NAMESPACE = "kubeharden-probe"
 PROBE_PORT = 8080

@@ -84,6 +84,7 @@ class Topology:
     kubeadm: bool = True
     containerd: str = runtime.DEFAULT_CONTAINERD  # the containerd release line (runtime.CONTAINERD_RELEASES)
     kube_proxy_mode: str = "iptables"  # or nftables
+    cni: str = addons.DEFAULT_CNI  # the pod network (addons.CNIS)
 
     def validate(self) -> None:
         if self.control_planes not in (1, 3, 5):
@@ -97,6 +98,9 @@ class Topology:
         ImageSpec(self.debian).suite  # noqa: B018 - raises for an unknown release
         runtime.Runtime(self.containerd)  # raises for a containerd the lab does not build
         cluster.kube_proxy_configuration(self.kube_proxy_mode)  # raises for an unknown mode
+        if self.cni not in addons.CNIS:
+            raise LabError(f"--cni {self.cni!r} is not a pod network the lab runs: choose one of "
+                           f"{', '.join(addons.CNIS)}")
 
     def node_names(self) -> list[tuple[str, str]]:
         return ([(f"cp{i}", "control-plane") for i in range(1, self.control_planes + 1)]

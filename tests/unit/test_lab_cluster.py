@@ -38,6 +38,16 @@ def test_unknown_runtime_or_proxy_mode_is_refused_naming_the_option():
         Topology(containerd="1.7").validate()
     with pytest.raises(LabError, match=r"--kube-proxy-mode 'ipvs' is not one the lab runs: choose one of iptables"):
         Topology(kube_proxy_mode="ipvs").validate()
+    with pytest.raises(LabError, match=r"--cni 'calico' is not a pod network the lab runs: choose one of flannel"):
+        Topology(cni="calico").validate()
+
+
+def test_a_tool_that_cannot_be_built_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(kubernetes, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(go_tool.shutil, "which", lambda name: None)
+    with pytest.raises(LabError, match=r"building runc v1.5.3 needs Go: install it"):
+        go_tool.ensure(runtime.RUNC, log=lambda line: None)
+    assert not go_tool.cached(runtime.RUNC) and not list((tmp_path / "runc").glob("v1.5.3*"))
 
 
 def test_a_lab_from_before_the_whole_cluster_is_told_apart(tmp_path):
