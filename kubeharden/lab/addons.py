@@ -69,6 +69,13 @@ NAMESPACE = "kube-system"
 PROBE_NAMESPACE = "kubeharden-probe"
 PROBE_PORT = 8080
 PROBE_NODE_PORT = 30080
+# The probe workload's namespace under the cluster's policies (the lab inventory's cluster_policies_namespaces):
+# restricted pods and no token from its default service account, but no default deny, or the probes would measure
+# the policy instead of the cluster.
+PROBE_NAMESPACE_POLICY = {
+    "name": PROBE_NAMESPACE, "exempt_from": ["default-deny"],
+    "reason": "the lab's connectivity probe: its pods reach and are reached from every node, a NodePort and the "
+              "apiserver, as any application that has not written its own NetworkPolicies yet"}
 FLANNEL_SUBNET_FILE = "/run/flannel/subnet.env"
 CNI_CONFIG = "/etc/cni/net.d/10-flannel.conflist"
 

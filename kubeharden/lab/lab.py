@@ -20,6 +20,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from kubeharden import catalogue
 from kubeharden.lab import addons, cluster, connectivity, docker, kubernetes, runtime
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.files import NodeLayout
@@ -64,7 +65,10 @@ def kubernetes_group_vars(release: kubernetes.Release) -> str:
              "control_plane_health_timeout": LAB_HEALTH_TIMEOUT,
              # The cluster's pod network (addons.py): flannel's VXLAN between nodes, in the pod subnet.
              "firewall_cni_presets": ["vxlan"],
-             "firewall_pod_cidrs": [cluster.POD_SUBNET]}
+             "firewall_pod_cidrs": [cluster.POD_SUBNET],
+             # The cluster's namespaces under its policies: the role's, and the probe workload's.
+             "cluster_policies_namespaces": [*catalogue.role_defaults().get("cluster_policies", {}).get(
+                 "cluster_policies_namespaces", []), addons.PROBE_NAMESPACE_POLICY]}
     return ("---\n# Written by `kubeharden lab up`; removed by `down`. What kubeadm needs on these containers, for\n"
             "# playbooks/bootstrap.yml (kubeharden/lab/cluster.py says why each is needed).\n"
             + yaml.safe_dump(facts, sort_keys=False))

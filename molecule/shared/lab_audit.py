@@ -13,3 +13,43 @@ def audit_statuses(controls: str = "", *extra: str) -> tuple[int, dict[str, dict
     report = json.loads(result.stdout)
     return result.returncode, {node: {r["id"]: r["status"] for r in data["results"]}
                                for node, data in report["nodes"].items()}
+
+
+def node_addresses() -> dict[str, str]:
+    """Each node of the scenario's inventory by name: its address on the lab network."""
+    import yaml
+
+    with open(os.environ["MOLECULE_INVENTORY_FILE"]) as handle:
+        inventory = yaml.safe_load(handle)
+    found = {}
+    pending = list(inventory.values())
+    while pending:
+        group = pending.pop()
+        if not isinstance(group, dict):
+            continue
+        for name, variables in (group.get("hosts") or {}).items():
+            if isinstance(variables, dict) and "ansible_host" in variables:
+                found[name] = variables["ansible_host"]
+        pending.extend((group.get("children") or {}).values())
+    return found
+
+
+PROBE = """import errno, socket, sys
+s = socket.socket()
+s.settimeout(2)
+r = s.connect_ex((sys.argv[1], int(sys.argv[2])))
+print("open" if r == 0 else "refused" if r == errno.ECONNREFUSED else
+      "dropped" if r in (errno.EAGAIN, errno.ETIMEDOUT) else errno.errorcode.get(r, r))
+"""
+
+
+def connect(host, address: str, port: int) -> str:
+    """From the testinfra host: open (handshake done), refused (RST) or dropped (no answer within 2 s)."""
+    return host.run(f"python3 - {address} {port} <<'EOF'\n{PROBE}EOF").stdout.strip()
+
+
+def tls_handshake(host, port: int, cafile: str, client: str = "") -> str:
+    """openssl's report of a TLS handshake with the local server on `port` (with `client`, "-cert FILE -key FILE"):
+    the independent judge of whether a server demands a client certificate."""
+    with host.sudo():
+        return host.run(f"echo | openssl s_client -connect 127.0.0.1:{port} -CAfile {cafile} {client} 2>&1").stdout

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -7,7 +8,7 @@ import time
 
 import pytest
 
-from kubeharden.lab import connectivity, docker
+from kubeharden.lab import cluster, connectivity, docker
 from kubeharden.lab.lab import Lab, Topology
 from tests.conftest import ROOT, require_lab
 
@@ -127,6 +128,30 @@ def edit_kube_proxy_config(lab, old: str, new: str) -> None:
         done = docker.exec_(lab.container("cp1"), "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", "-n",
                             "kube-system", *step, check=False)
         assert done.returncode == 0, done.stderr
+
+
+# The etcd release's own client (the lab builds it beside the release), not Debian's etcd-client 3.4 in the image.
+ETCDCTL = f"{cluster.NODE_RELEASE_DIR}/bin/etcdctl"
+
+
+def stored_in_etcd(lab, prefix: str, node: str = "cp1") -> dict[str, str]:
+    """How etcd stores each value under `prefix`, read with etcdctl, the independent judge of encryption at rest:
+    the encryption envelope's provider and key (`secretbox:key1` for a `k8s:enc:secretbox:v1:key1:` value), or
+    `plaintext` (the apiserver's protobuf, `k8s\x00`)."""
+    pki = f"{cluster.PKI_DIR}/etcd"
+    done = docker.exec_(lab.container(node), ETCDCTL, "--endpoints=https://127.0.0.1:2379", f"--cacert={pki}/ca.crt",
+                        f"--cert={pki}/healthcheck-client.crt", f"--key={pki}/healthcheck-client.key",
+                        "--command-timeout=30s", "get", "--prefix", prefix, "-w", "json", check=False)
+    assert done.returncode == 0, done.stderr
+    stored = {}
+    for item in json.loads(done.stdout).get("kvs") or []:
+        key, value = base64.b64decode(item["key"]).decode(), base64.b64decode(item["value"])
+        if value.startswith(b"k8s:enc:"):
+            _k8s, _enc, provider, _version, name = value.split(b":", 5)[:5]
+            stored[key] = f"{provider.decode()}:{name.decode()}"
+        else:
+            stored[key] = "plaintext"
+    return stored
 
 
 def matrix(lab) -> connectivity.Matrix:

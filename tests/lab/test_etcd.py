@@ -13,7 +13,7 @@ import yaml
 
 from kubeharden.lab import cluster, docker
 from kubeharden.lab.lab import Topology, etcdctl
-from tests.lab.conftest import _lab, module, playbook
+from tests.lab.conftest import _lab, module, playbook, stored_in_etcd
 
 CONFIG = "/etc/kubernetes/enc/encryption-config.yaml"
 STATE = "/etc/kubernetes/enc/rotation-state.json"
@@ -119,6 +119,8 @@ def test_rotation_keeps_every_secret_readable_and_removes_the_old_key_last(etcd_
             if item["metadata"]["name"] in many} == many
     stored = module(etcd_lab, "kubeharden_etcd_encryption", {})
     assert set(stored["counts"]) == {state["new_key"]}, stored["counts"]
+    # etcd's own client agrees: every Secret written through the apiserver is stored under the new key.
+    assert set(stored_in_etcd(etcd_lab, "/registry/secrets/").values()) == {state["new_key"]}
     manifest = node_text(etcd_lab, "/etc/kubernetes/manifests/kube-apiserver.yaml")
     assert "kubeharden.io/encryption-config-sha256" in manifest  # the apiserver was restarted to read it
 

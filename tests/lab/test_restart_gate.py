@@ -74,11 +74,26 @@ def test_gate_restores_the_manifest_when_the_apiserver_does_not_come_back(gate_l
 
 
 def test_check_mode_never_triggers_the_gate(gate_lab):
+    """Check mode changes no manifest, restarts no component and runs none of the gate's waits."""
+    container = gate_lab.container("cp1")
+    manifests = "sha256sum /etc/kubernetes/manifests/*.yaml"
+    processes = "for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do pgrep -x $c; done"
+    before = [docker.exec_(container, "sh", "-c", script).stdout for script in (manifests, processes)]
     result = subprocess.run(
         ["ansible-playbook", "-i", str(gate_lab.inventory_path), str(ROOT / "playbooks/control-plane.yml"),
          "--check", "-e", json.dumps({"control_plane_health_gate": True, "control_plane_health_timeout": 5})],
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:]
+    assert "changed=" in result.stdout and "changed=0" not in result.stdout.split("PLAY RECAP")[-1], \
+        "check mode must find the stock control plane's changes to make"
+    after = [docker.exec_(container, "sh", "-c", script).stdout for script in (manifests, processes)]
+    assert after == before  # same manifest bytes, same processes (none restarted)
+    # Every gate task was skipped: none waited on a component.
+    for block in result.stdout.split("TASK [")[1:]:
+        name, _sep, output = block.partition("]")
+        if "Wait until the process runs the new manifest" in name or "Wait for the health endpoint" in name:
+            assert output.strip().startswith(("*", "skipping")) and "ok:" not in output and "FAILED" not in output, \
+                (name, output[:500])
 
 
 def test_gate_lets_etcd_through_once_it_runs_the_new_manifest_as_its_user(gate_lab):

@@ -23,11 +23,14 @@ pytestmark = pytest.mark.lab
 OLDER = [minor for minor in kubernetes.SUPPORTED_MINORS if minor != kubernetes.DEFAULT_MINOR]
 # kubeadm upgrades one minor at a time: the release before the newest is proven, then upgraded, by test_upgrade.py.
 UPGRADE_FROM = OLDER[-1]
+# The releases this file proves on their own; never none, or the file would silently collect nothing.
+PROVEN_HERE = [minor for minor in OLDER if minor != UPGRADE_FROM]
+assert PROVEN_HERE, f"no supported release besides {kubernetes.DEFAULT_MINOR} and {UPGRADE_FROM} to prove here"
 STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 AUDITED = "1,2,4,KH-ETCD,KH-K8S,KH-PKI"
 
 
-@pytest.fixture(scope="module", params=[minor for minor in OLDER if minor != UPGRADE_FROM])
+@pytest.fixture(scope="module", params=PROVEN_HERE)
 def version_lab(request, tmp_path_factory):
     minor = request.param
     yield from _lab(tmp_path_factory, f"pytest-v{minor.replace('.', '')}", Topology(kubernetes=minor))

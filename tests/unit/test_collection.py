@@ -106,8 +106,13 @@ def test_ansible_test_sanity_passes(tmp_path):
 
 def test_a_roles_filter_is_the_collections_own(installed):
     """roles/firewall/filter_plugins is not loaded from a collection's role: it moves to plugins/filter."""
-    done = subprocess.run(["ansible", "localhost", "-c", "local", "-m", "ansible.builtin.debug", "-a",
-                           "msg={{ ['localhost'] | kubeharden.hardening.node_addresses(hostvars) }}",
-                           "-e", f"ansible_python_interpreter={sys.executable}"],
-                          capture_output=True, text=True, env=installed, check=False)
-    assert done.returncode == 0 and "localhost" in done.stdout, done.stdout + done.stderr
+    # A host of its own whose address is not its name, so the filter's answer cannot be the host name echoed back
+    # (the local connection sends nothing to that address).
+    done = subprocess.run(["ansible", "-i", "node-a,", "node-a", "-c", "local", "-m", "ansible.builtin.debug", "-a",
+                           "msg={{ ['node-a'] | kubeharden.hardening.node_addresses(hostvars) }}",
+                           "-e", "ansible_host=192.0.2.7", "-e", f"ansible_python_interpreter={sys.executable}"],
+                          capture_output=True, text=True, check=False,
+                          env={**installed, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.split("=>", 1)[1])  # "node-a | SUCCESS => {...}"
+    assert result["msg"] == ["192.0.2.7"], result

@@ -12,7 +12,11 @@ import yaml
 
 from tests.conftest import run_module
 
-SCRIPT = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); time.sleep(120)"
+# Once its SIGTERM handler is in place the stand-in writes ready-<port> in its --data-dir: a signal sent after that
+# ends it with 143 (the handler ran), never the default death.
+SCRIPT = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); "
+          "flags = dict(arg[2:].split('=', 1) for arg in sys.argv[1:]); "
+          "open(os.path.join(flags['data-dir'], 'ready-' + flags['secure-port']), 'w').close(); time.sleep(120)")
 
 
 @pytest.fixture
@@ -28,7 +32,11 @@ def component(tmp_path):
                                         "metadata": {"name": "component", "namespace": "kube-system"},
                                         "spec": {"containers": [{"name": "component", "command": command}]}}))
     processes = [subprocess.Popen(command), subprocess.Popen([*command[:4], "--secure-port=2"])]
-    time.sleep(0.5)  # both are running their own code
+    for _attempt in range(200):  # bounded: 10 s for both to be ready
+        if (tmp_path / "ready-1").exists() and (tmp_path / "ready-2").exists():
+            break
+        time.sleep(0.05)
+    assert (tmp_path / "ready-1").exists() and (tmp_path / "ready-2").exists(), "the stand-ins did not start"
     yield manifest, processes
     for process in processes:
         process.kill()
@@ -57,8 +65,8 @@ def test_check_mode_names_the_process_and_stops_nothing(component):
     result = run_module("kubeharden_static_pod_restart", {"path": str(manifest)}, check=True, diff=True)
     assert not result["failed"] and result["changed"] and result["pids"] == [running_manifest.pid]
     assert f"pid {running_manifest.pid} (started " in result["stdout"]
-    time.sleep(0.5)
-    assert running_manifest.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):  # still running: nothing was signalled
+        running_manifest.wait(timeout=0.5)
 
 
 def test_a_process_started_after_the_signal_is_the_new_one(component):

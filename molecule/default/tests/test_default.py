@@ -1,11 +1,15 @@
 """The lab contract seen through molecule and testinfra, over SSH like every role scenario."""
 
+import base64
 import sys
 import time
 from pathlib import Path
 
+import pytest
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))  # not a package
-from lab_audit import audit_statuses
+from lab_audit import audit_statuses, connect, node_addresses
 
 
 def test_sshd_runs(host):
@@ -27,7 +31,7 @@ def test_node_keeps_its_kubeadm_kubelet_configuration_root_only(host):
 def test_the_control_plane_is_healthy_after_the_whole_site(host):
     """Real kubelets restarted every hardened component: the apiserver is ready and every node Ready."""
     if not host.backend.get_hostname().startswith("cp"):
-        return
+        pytest.skip("read from the control-plane node, which has the admin kubeconfig")
     with host.sudo():
         ready = host.run("kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz")
         nodes = host.run("kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes --no-headers")
@@ -39,7 +43,7 @@ def test_the_cluster_enforces_its_pod_security_levels_after_the_whole_site(host)
     """cluster_policies ran once, from cp1: kube-system exempt with its reason, default enforcing restricted,
     which the apiserver applies to a privileged pod (a server-side dry run goes through admission)."""
     if not host.backend.get_hostname().startswith("cp"):
-        return
+        pytest.skip("read from the control-plane node, which has the admin kubeconfig")
     kubectl = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
     with host.sudo():
         enforced = host.run(f"{kubectl} get namespaces -o jsonpath="
@@ -62,15 +66,48 @@ def test_firewall_table_is_loaded_and_persisted(host):
         assert host.service("kubeharden-firewall.service").is_enabled
 
 
+def test_the_firewall_closes_etcd_to_a_worker_and_keeps_the_apiserver_open(host):
+    """Real packets from the worker to the control-plane node: etcd's client port is dropped (only etcd members
+    and control planes may reach it), the apiserver answers."""
+    if host.backend.get_hostname().startswith("cp"):
+        pytest.skip("probed from the worker, the node etcd must not answer")
+    cp1 = node_addresses()["cp1"]
+    assert connect(host, cp1, 2379) == "dropped"
+    assert connect(host, cp1, 6443) == "open"
+
+
 def test_secrets_are_encrypted_at_rest_with_a_root_only_configuration(host):
     if not host.backend.get_hostname().startswith("cp"):
-        return
+        pytest.skip("read from the control-plane node, which has the admin kubeconfig")
     with host.sudo():
         config = host.file("/etc/kubernetes/enc/encryption-config.yaml")
         assert (config.mode, config.user) == (0o600, "root")
         assert "secretbox" in config.content_string
         manifest = host.file("/etc/kubernetes/manifests/kube-apiserver.yaml").content_string
     assert "--encryption-provider-config=/etc/kubernetes/enc/encryption-config.yaml" in manifest
+
+
+def test_a_secret_written_through_the_apiserver_is_stored_encrypted_in_etcd(host):
+    """Judged by etcd's own client (the etcd release's etcdctl), not by kubeharden: the value etcd holds is
+    secretbox's envelope with the configuration's first key."""
+    if not host.backend.get_hostname().startswith("cp"):
+        pytest.skip("etcd and the admin kubeconfig are on the control-plane node")
+    kubectl = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+    pki = "/etc/kubernetes/pki/etcd"
+    with host.sudo():
+        config = host.file("/etc/kubernetes/enc/encryption-config.yaml").content_string
+        key = yaml.safe_load(config)["resources"][0]["providers"][0]["secretbox"]["keys"][0]["name"]
+        host.run(f"{kubectl} delete secret -n default kubeharden-molecule-probe --ignore-not-found")
+        created = host.run(f"{kubectl} create secret generic -n default kubeharden-molecule-probe "
+                           "--from-literal=value=plain-words")
+        assert created.rc == 0, created.stderr
+        stored = host.run(f"/opt/kubeharden-lab/kubernetes/bin/etcdctl --endpoints=https://127.0.0.1:2379 "
+                          f"--cacert={pki}/ca.crt --cert={pki}/healthcheck-client.crt "
+                          f"--key={pki}/healthcheck-client.key get /registry/secrets/default/kubeharden-molecule-probe "
+                          "--print-value-only | head -c 64 | base64 -w0")
+    value = base64.b64decode(stored.stdout)
+    assert value.startswith(f"k8s:enc:secretbox:v1:{key}:".encode()), value
+    assert b"plain-words" not in value
 
 
 def test_aides_first_database_records_the_node_after_the_whole_site(host):
