@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from kubeharden import __version__, collection, drift, history, report
+from kubeharden import images as images_module
 from kubeharden.audit import FORMATS, AuditError, audit_and_record, to_table
 from kubeharden.lab import addons, cluster, kube_bench, kubernetes, runtime
 from kubeharden.lab.errors import LabError
@@ -110,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="write the collection tarball that `ansible-galaxy collection install` takes offline")
     tarball.add_argument("--output", default=".", help="directory for the tarball (default: the current one)")
 
+    images = commands.add_parser("images", help="every image the cluster runs, with the digest its node resolved "
+                                                "(the input of an image scanner)",
+                                 description="Exit codes: 0 listed; 2 the cluster could not be read.")
+    images.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
+    images.add_argument("--format", choices=sorted(images_module.FORMATS), default="table")
+    images.add_argument("--output", help="write the list to this file instead of standard output")
     show = commands.add_parser("report", help="what changed since the previous run; --html writes a report page")
     show.add_argument("--html", metavar="FILE", help="write a self-contained HTML report to FILE")
     show.add_argument("--runs", type=int, default=50, help="how many recent runs to read (default: 50)")
@@ -239,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_audit_command(args)
         if args.command == "drift":
             return run_drift_command(args)
+        if args.command == "images":
+            rows = images_module.list_images(args.inventory, history.state_dir(None) / "artifacts")
+            _emit(images_module.FORMATS[args.format](rows), args.output)
+            return 0
         if args.command == "report":
             return run_report_command(args)
         if args.command == "collection":

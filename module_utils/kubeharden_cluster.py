@@ -78,7 +78,13 @@ def yaml_text(obj: dict | None) -> str:
 # -- what the audit reads --------------------------------------------------------------------------------
 
 KINDS = ("namespaces", "pods", "serviceaccounts", "networkpolicies.networking.k8s.io", "services", "roles",
-         "rolebindings", "clusterroles", "clusterrolebindings")
+         "rolebindings", "clusterroles", "clusterrolebindings",
+         "validatingadmissionpolicies.admissionregistration.k8s.io",
+         "validatingadmissionpolicybindings.admissionregistration.k8s.io")
+# The image policy the cluster_policies role applies (a ValidatingAdmissionPolicy and its binding, one name), and
+# the namespace label its binding leaves out.
+IMAGE_POLICY = "kubeharden-image-policy"
+IMAGE_POLICY_EXEMPT = "kubeharden.io/exempt-image-policy"
 
 
 class ClusterState:
@@ -95,6 +101,19 @@ class ClusterState:
 
     def namespace(self, name: str) -> dict:
         return next((n for n in self.of("Namespace") if n["metadata"]["name"] == name), {"metadata": {}})
+
+    def running_pods(self) -> list[dict]:
+        return [pod for pod in self.of("Pod") if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+    def image_policy_binding(self) -> dict | None:
+        return next((b for b in self.of("ValidatingAdmissionPolicyBinding")
+                     if (b.get("spec") or {}).get("policyName") == IMAGE_POLICY), None)
+
+    def image_policy_enforcing(self) -> bool:
+        """The image policy exists and a binding makes the apiserver say so when it refuses (Deny or Warn)."""
+        binding = self.image_policy_binding()
+        return any(p["metadata"]["name"] == IMAGE_POLICY for p in self.of("ValidatingAdmissionPolicy")) and \
+            binding is not None and bool({"Deny", "Warn"} & set(binding["spec"].get("validationActions") or []))
 
     def exemption(self, namespace: str, policy: str) -> str | None:
         """The recorded reason when `namespace` is exempt from `policy`, else None."""
@@ -355,3 +374,37 @@ def exposure(state: ClusterState) -> list[str]:
                 if port.get("hostPort"):
                     rows.append(f"Pod {where}: hostPort {port['hostPort']}/{port.get('protocol', 'TCP')}")
     return sorted(rows)
+
+
+def pod_images(pod: dict) -> list[str]:
+    """Every image a pod runs: its containers', init containers' and ephemeral containers'."""
+    spec = pod.get("spec") or {}
+    return [c.get("image", "") for key in ("containers", "initContainers", "ephemeralContainers")
+            for c in spec.get(key) or []]
+
+
+def image_policy(state: ClusterState, listed: list[str]) -> tuple[list[str], list[str]]:
+    """5.5.1 through the apiserver's own admission: the image policy exists, its binding refuses (Deny), and it
+    covers every namespace the operator listed, but those exempt with a recorded reason."""
+    offenders, exempt = [], []
+    if not any(p["metadata"]["name"] == IMAGE_POLICY for p in state.of("ValidatingAdmissionPolicy")):
+        return [f"no ValidatingAdmissionPolicy {IMAGE_POLICY}: the apiserver admits images from anywhere"], []
+    binding = state.image_policy_binding()
+    if binding is None:
+        return [f"ValidatingAdmissionPolicy {IMAGE_POLICY} is bound nowhere: it judges nothing"], []
+    actions = binding["spec"].get("validationActions") or []
+    if "Deny" not in actions:
+        offenders.append(f"binding {binding['metadata']['name']}: {', '.join(actions) or 'no action'}, not Deny: "
+                         "refused images are reported, and run")
+    for name in sorted(listed):
+        found = state.namespace(name)
+        if not found["metadata"]:
+            continue  # not in the cluster (yet): 5.2.1 names it
+        labelled = IMAGE_POLICY_EXEMPT in (found["metadata"].get("labels") or {})
+        reason = state.exemption(name, "image-policy")
+        if reason is not None:
+            exempt.append(f"{name} ({reason})")
+        elif labelled:
+            offenders.append(f"namespace {name}: left out of the image policy ({IMAGE_POLICY_EXEMPT}) without a "
+                             "recorded exemption")
+    return offenders, exempt

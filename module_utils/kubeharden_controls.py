@@ -106,10 +106,12 @@ class Node:
     """Lazy, cached views of the node's state: each file or process is read once per audit."""
 
     def __init__(self, node_roles: list[str], accepted_subjects: list[str] | None = None,
-                 kubeconfig: str = "/etc/kubernetes/admin.conf", pod_security_level: str = "restricted"):
+                 kubeconfig: str = "/etc/kubernetes/admin.conf", pod_security_level: str = "restricted",
+                 policy_namespaces: list[str] | None = None):
         self.node_roles = node_roles
         self.accepted_subjects = accepted_subjects or []  # the operator's choices for the cluster's controls
         self.pod_security_level = pod_security_level
+        self.policy_namespaces = policy_namespaces or []
         self.kubeconfig = kubeconfig
         self._manifest_flags: dict[str, tuple[dict, str]] = {}
         self._certificates: list[dict] | None = None
@@ -184,6 +186,26 @@ class Node:
                                  f"{result.stderr.strip()[-300:]}")
         return [line[len("Warning: "):] for line in result.stderr.splitlines()
                 if line.startswith("Warning: ") and "existing pods in namespace" not in line]
+
+    def image_policy_dry_run(self, namespace: str, images: list[str]) -> list[str]:
+        """What the apiserver's admission says of a pod with these images in `namespace`: a server-side dry run of a
+        minimal pod (only the images; a security context every Pod Security level admits), which creates nothing.
+        The image policy's own messages (its Deny error or Warn warnings); none when it admits them."""
+        containers = [{"name": f"c{index}", "image": image,
+                       "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}
+                      for index, image in enumerate(images)]
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"generateName": "kubeharden-image-check-", "namespace": namespace},
+               "spec": {"containers": containers, "securityContext": {
+                   "runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}}}
+        result = node.run(["kubectl", f"--kubeconfig={self.kubeconfig}", "--request-timeout=20s", "create",
+                           "--dry-run=server", "-o", "name", "-f", "-"], stdin=json.dumps(pod), timeout=60)
+        said = result.stdout + result.stderr
+        found = [line for line in said.splitlines() if cluster.IMAGE_POLICY + ":" in line]
+        if result.returncode != 0 and not found:
+            raise node.ReadError(f"dry run of a pod in {namespace} failed: {said.strip()[-300:]}")
+        return [line[line.index(cluster.IMAGE_POLICY + ":") + len(cluster.IMAGE_POLICY) + 1:].strip()
+                for line in found]
 
     @functools.cached_property
     def account_files(self) -> tuple[str, str, str]:
@@ -730,6 +752,26 @@ def _with_exempt(offenders: list[str], exempt: list[str], what: str) -> Observat
     return Observation(offenders, evidence)
 
 
+def _images_refused(view, state: Node) -> Observation:
+    """The running pods whose images the cluster's image policy would refuse today, as the apiserver judges them
+    (one dry run per namespace and set of images; pods of one workload share theirs)."""
+    if not view.image_policy_enforcing():
+        raise node.NotApplicable(f"no {cluster.IMAGE_POLICY} bound with Deny or Warn: nothing judges images "
+                                 "(cluster_policies_image_policy)")
+    offenders, exempt, judged = [], [], {}
+    for pod in view.running_pods():
+        namespace, images = pod["metadata"]["namespace"], cluster.pod_images(pod)
+        reason = view.exemption(namespace, "image-policy")
+        if reason is not None:
+            exempt.append(f"{namespace} ({reason})")
+            continue
+        key = (namespace, tuple(images))
+        if key not in judged:
+            judged[key] = state.image_policy_dry_run(namespace, images)
+        offenders += [f"{namespace}/{pod['metadata']['name']}: {message}" for message in judged[key]]
+    return _with_exempt(sorted(offenders), sorted(set(exempt)), "pod(s) the image policy would refuse")
+
+
 def read_cluster(check: dict, state: Node) -> Observation:
     """CIS section 5 over the API, once per cluster: the offending objects, and the namespaces exempt with the
     reason the cluster_policies role recorded on them."""
@@ -763,6 +805,10 @@ def read_cluster(check: dict, state: Node) -> Observation:
         return _with_exempt(offenders, exempt, f"pod(s) {level} would reject")
     if aspect == "exposure":
         return _with_exempt(cluster.exposure(view), [], "exposed")
+    if aspect == "image_policy":
+        return _with_exempt(*cluster.image_policy(view, state.policy_namespaces), "finding(s)")
+    if aspect == "image_refused":
+        return _images_refused(view, state)
     if aspect in cluster.POD_ASPECTS:
         return _with_exempt(*cluster.pods_with(view, aspect), "pod(s)")
     raise node.ReadError(f"unknown cluster aspect {aspect!r}")

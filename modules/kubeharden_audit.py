@@ -52,6 +52,14 @@ options:
     type: str
     default: restricted
     choices: [privileged, baseline, restricted]
+  policy_namespaces:
+    description:
+      - The namespaces the operator put under the cluster's policies (the names in the cluster_policies role's
+        C(cluster_policies_namespaces)); 5.5.1 fails while the image policy does not cover one of them without a
+        recorded exemption.
+    type: list
+    elements: str
+    default: []
 author:
   - kubeharden project (@kubeharden)
 """
@@ -139,7 +147,8 @@ def main() -> None:
                        "kubeadm_config": {"type": "path"},
                        "accepted_subjects": {"type": "list", "elements": "str", "default": []},
                        "pod_security_level": {"type": "str", "default": "restricted",
-                                              "choices": ["privileged", "baseline", "restricted"]}},
+                                              "choices": ["privileged", "baseline", "restricted"]},
+                       "policy_namespaces": {"type": "list", "elements": "str", "default": []}},
         supports_check_mode=True,
     )
     problems = invalid_controls(module.params["controls"])
@@ -154,7 +163,8 @@ def main() -> None:
         controls = [c for c in controls if RenderedNode.decides(c)]
     else:
         state = Node(module.params["node_roles"], module.params["accepted_subjects"],
-                     pod_security_level=module.params["pod_security_level"])
+                     pod_security_level=module.params["pod_security_level"],
+                     policy_namespaces=module.params["policy_namespaces"])
     started = time.perf_counter()
     results = evaluate_all(controls, module.params["node_roles"], state)
     seconds = round(time.perf_counter() - started, 3)

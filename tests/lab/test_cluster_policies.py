@@ -309,3 +309,113 @@ def test_default_deny_refuses_a_connection_an_allow_policy_lets_through(policies
     assert answers(lab, server_ip, connected=True), "exempt from default deny: the client reaches the server again"
     again = run_policies(lab, tmp_path, "--tags", TAGS, variables=exempt)
     assert again.returncode == 0 and "changed=0" in again.stdout.split("PLAY RECAP")[-1], again.stdout[-3000:]
+
+
+AGNHOST_POD = """apiVersion: v1
+kind: Pod
+metadata: {name: NAME, namespace: NAMESPACE}
+spec:
+  tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: agnhost
+      image: IMAGE
+      imagePullPolicy: Never
+      args: [pause]
+      securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+"""
+# The lab's own registries: the cluster's images (kubeadm's, flannel's, kube-router's) keep running and updating.
+LAB_REGISTRIES = ["registry.k8s.io/", "ghcr.io/flannel-io/", "docker.io/cloudnativelabs/"]
+
+
+def agnhost_pod(name: str, namespace: str, image: str) -> str:
+    return AGNHOST_POD.replace("NAME", name).replace("NAMESPACE", namespace).replace("IMAGE", image)
+
+
+def denials(lab) -> float:
+    """The apiserver's own count of the image policy's denials (what the Prometheus rule reads)."""
+    metrics = kubectl(lab, "get", "--raw", "/metrics").stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("apiserver_validating_admission_policy_check_total{")
+               and 'policy="kubeharden-image-policy"' in line and 'enforcement_action="deny"' in line)
+
+
+def test_the_apiserver_admits_only_images_from_the_allowed_registries(policies_lab, tmp_path):
+    """The image policy as the real apiserver applies it: an image from another registry and one tagged latest are
+    refused with the rule's message, an allowed one is admitted, an exempt namespace admits any; a pod that ran
+    before the policy is listed by the audit; drift restores a deleted binding."""
+    lab = policies_lab
+    agnhost = docker.exec_(lab.container("cp1"), "sh", "-c", "ctr -n k8s.io images ls -q | grep /agnhost: | head -1"
+                           ).stdout.strip()
+    # The same image under another registry's name and under the tag latest: present on the node, never pulled.
+    elsewhere, latest = "quay.io/legacy/agnhost:2.66", agnhost.rsplit(":", 1)[0] + ":latest"
+    for name in (elsewhere, latest):
+        docker.exec_(lab.container("cp1"), "ctr", "-n", "k8s.io", "images", "tag", "--force", agnhost, name)
+    for namespace in ("store", "partner"):
+        assert kubectl(lab, "create", "namespace", namespace).returncode == 0
+        waited = kubectl(lab, "wait", "--for=create", "serviceaccount/default", "-n", namespace, "--timeout=60s")
+        assert waited.returncode == 0, waited.stderr
+    before = kubectl(lab, "apply", "-f", "-", stdin=agnhost_pod("legacy", "store", elsewhere))
+    assert before.returncode == 0, before.stderr  # no policy yet: anything runs
+    listed = yaml.safe_load((ROOT / "roles/cluster_policies/defaults/main.yml").read_text())[
+        "cluster_policies_namespaces"]
+    policy = {"cluster_policies_image_policy": True, "cluster_policies_image_registries": LAB_REGISTRIES,
+              "cluster_policies_namespaces": [
+                  *listed, {"name": "store"},
+                  {"name": "partner", "exempt_from": ["image-policy"], "reason": "the partner's own images"}]}
+    # Bad input first: on without registries stops before any change, naming the variable.
+    empty = run_policies(lab, tmp_path, variables={**policy, "cluster_policies_image_registries": []})
+    assert empty.returncode != 0 and "cluster_policies_image_registries: empty" in empty.stdout, empty.stdout[-2000:]
+    assert kubectl(lab, "get", "validatingadmissionpolicy", "kubeharden-image-policy").returncode != 0
+
+    # Rolled out as README says: warnings first (nothing refused), then Deny. The inventory holds the decision, so
+    # that drift finds the same.
+    inventory_vars = lab.inventory_path.parent / "group_vars" / "all" / "image-policy.yml"
+    inventory_vars.write_text(yaml.safe_dump({**policy, "cluster_policies_image_policy_actions": ["Warn", "Audit"]}))
+    warned = run_policies(lab, tmp_path)
+    assert warned.returncode == 0, warned.stdout[-3000:]
+    admitted = kubectl(lab, "apply", "--dry-run=server", "-f", "-", stdin=agnhost_pod("try", "store", elsewhere))
+    assert admitted.returncode == 0 and f"kubeharden-image-policy: {elsewhere} not from an allowed registry" in \
+        admitted.stderr, admitted
+    inventory_vars.write_text(yaml.safe_dump(policy))
+    denied = run_policies(lab, tmp_path)
+    assert denied.returncode == 0 and "changed=1" in denied.stdout.split("PLAY RECAP")[-1], denied.stdout[-3000:]
+    counted = denials(lab)
+
+    refused = kubectl(lab, "apply", "-f", "-", stdin=agnhost_pod("elsewhere", "store", elsewhere))
+    assert refused.returncode != 0, refused.stdout
+    assert f"kubeharden-image-policy: {elsewhere} not from an allowed registry: registry.k8s.io/" in refused.stderr
+    unpinned = kubectl(lab, "apply", "-f", "-", stdin=agnhost_pod("unpinned", "store", latest))
+    assert unpinned.returncode != 0 and f"{latest} has no tag or the tag latest" in unpinned.stderr, unpinned.stderr
+    allowed = kubectl(lab, "apply", "-f", "-", stdin=agnhost_pod("allowed", "store", agnhost))
+    assert allowed.returncode == 0, allowed.stderr  # a restricted pod from an allowed registry, tagged
+    exempt = kubectl(lab, "apply", "-f", "-", stdin=agnhost_pod("theirs", "partner", elsewhere))
+    assert exempt.returncode == 0, exempt.stderr
+    workload = kubectl(lab, "create", "deployment", "web", "-n", "store", f"--image={latest}")
+    assert workload.returncode != 0 and "kubeharden-image-policy" in workload.stderr, workload  # pod templates too
+    assert denials(lab) >= counted + 3  # the apiserver counted each denial (KubehardenImagePolicyRefused reads it)
+
+    found = audit(lab, tmp_path, "5.5.1,KH-K8S-6", inventory_vars=policy)
+    assert found["5.5.1"]["status"] == "pass", found["5.5.1"]
+    assert "partner (the partner's own images)" in found["5.5.1"]["evidence"]
+    assert found["KH-K8S-6"]["actual"] == [f"store/legacy: {elsewhere} not from an allowed registry: "
+                                           f"{', '.join(LAB_REGISTRIES)} (cluster_policies_image_registries)"]
+
+    # Someone deletes the binding: 5.5.1 fails, drift names it (the run before it is its baseline: this node was
+    # never hardened, and what failed then is not drift) and restores it.
+    drift = ["kubeharden", "drift", "-i", str(lab.inventory_path), "--format", "json", "--no-progress", "--state-dir",
+             str(tmp_path / "drift")]
+    assert subprocess.run(drift, capture_output=True, text=True).returncode in (0, 1)
+    assert kubectl(lab, "delete", "validatingadmissionpolicybinding", "kubeharden-image-policy").returncode == 0
+    remediated = subprocess.run([*drift, "--remediate"], capture_output=True, text=True)
+    report = json.loads(remediated.stdout)
+    assert report["before"]["nodes"]["cp1"]["drifted"] == ["5.5.1"], report["before"]["nodes"]["cp1"]
+    assert report["remediation"]["fixed"] == {"cp1": ["5.5.1"]}, report["remediation"]
+    again = kubectl(lab, "apply", "--dry-run=server", "-f", "-", stdin=agnhost_pod("again", "store", elsewhere))
+    assert again.returncode != 0 and "kubeharden-image-policy" in again.stderr
+    images = subprocess.run(["kubeharden", "images", "-i", str(lab.inventory_path), "--format", "json"],
+                            capture_output=True, text=True)
+    rows = {(r["namespace"], r["pod"]): r for r in json.loads(images.stdout)["images"]}
+    assert rows[("store", "legacy")]["image"] == elsewhere and rows[("store", "legacy")]["node"] == "cp1"
+    assert rows[("store", "legacy")]["digest"], "the digest the node resolved"
+    inventory_vars.unlink()

@@ -93,13 +93,25 @@ def test_promtool_accepts_the_rules_and_they_fire_on_real_metrics(tmp_path):
                                         "managed_by": "kubelet", "severity": "critical"}}]},
         {"eval_time": "40m", "alertname": "KubehardenNodeNotChecked", "exp_alerts": []},
         {"eval_time": "5m", "alertname": "KubehardenDriftRunsStopped", "exp_alerts": []},
+        # The apiserver's count of the image policy's denials (kubeharden-image-policy), not kubeharden's metrics.
+        {"eval_time": "20m", "alertname": "KubehardenImagePolicyRefused",
+         "exp_alerts": [{"exp_labels": {"policy_binding": "kubeharden-image-policy", "enforcement_action": "deny",
+                                        "severity": "info"}}]},
+        {"eval_time": "7h", "alertname": "KubehardenImagePolicyRefused", "exp_alerts": []},  # no denial since 1h
     ]
     rules = {rule["alert"]: rule for rule in yaml.safe_load(RULES.read_text())["groups"][0]["rules"]}
     for expectation in expectations:
         for alert in expectation["exp_alerts"]:
             alert["exp_annotations"] = annotations(rules[expectation["alertname"]], alert["exp_labels"])
+    denials = {"series": 'apiserver_validating_admission_policy_check_total{policy="kubeharden-image-policy",'
+                         'policy_binding="kubeharden-image-policy",enforcement_action="deny",error_type="no_error"}',
+               "values": "0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1 2 3 3+0x460"}  # three denials after 15 minutes
+    admitted = {"series": 'apiserver_validating_admission_policy_check_total{policy="kubeharden-image-policy",'
+                          'policy_binding="kubeharden-image-policy",enforcement_action="allow",error_type="no_error"}',
+                "values": "0+5x480"}  # admitted requests never alert
     test = {"rule_files": [str(RULES)], "evaluation_interval": "1m",
-            "tests": [{"interval": "1m", "input_series": series(metrics()), "alert_rule_test": expectations}]}
+            "tests": [{"interval": "1m", "input_series": [*series(metrics()), denials, admitted],
+                       "alert_rule_test": expectations}]}
     (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
     tested = subprocess.run([tool, "test", "rules", str(tmp_path / "test.yml")], capture_output=True, text=True)
     assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -84,3 +84,29 @@ def test_prometheus_exposition_has_days_left_per_certificate(report):
     assert ('kubeharden_certificate_expiry_days{node="cp1",certificate="/etc/kubernetes/admin.conf (user '
             'kubernetes-admin)",subject="/O=kubeadm:cluster-admins/CN=\\"admin\\"",managed_by="kubeharden"} 9') in text
     assert "# TYPE kubeharden_certificate_expiry_days gauge" in text
+
+
+def test_images_in_use_are_listed_per_container_with_the_digest_the_node_resolved():
+    from kubeharden import images
+
+    pods = {"items": [
+        {"metadata": {"namespace": "shop", "name": "web"}, "status": {
+            "phase": "Running",
+            "initContainerStatuses": [{"name": "setup", "imageID": "docker.io/library/busybox@sha256:11"}],
+            "containerStatuses": [{"name": "nginx", "imageID": "docker.io/library/nginx@sha256:22"}]},
+         "spec": {"nodeName": "w1", "initContainers": [{"name": "setup", "image": "busybox:1.36"}],
+                  "containers": [{"name": "nginx", "image": "nginx:1.27"}]}},
+        {"metadata": {"namespace": "shop", "name": "done"}, "status": {"phase": "Succeeded"},
+         "spec": {"containers": [{"name": "job", "image": "job:1"}]}},
+        {"metadata": {"namespace": "app", "name": "pending"}, "status": {"phase": "Pending"},
+         "spec": {"containers": [{"name": "api", "image": "registry.example.com/api:2"}]}},
+    ]}
+    rows = images.running_images(pods)
+    assert [(r.namespace, r.pod, r.node, r.container, r.image, r.digest) for r in rows] == [
+        ("app", "pending", "", "api", "registry.example.com/api:2", ""),
+        ("shop", "web", "w1", "nginx", "nginx:1.27", "docker.io/library/nginx@sha256:22"),
+        ("shop", "web", "w1", "setup", "busybox:1.36", "docker.io/library/busybox@sha256:11")]
+    table = images.to_table(rows)
+    assert table.splitlines()[0].split() == ["NAMESPACE", "POD", "NODE", "CONTAINER", "IMAGE", "DIGEST"]
+    assert table.rstrip().endswith("3 container(s), 3 distinct image(s)")
+    assert json.loads(images.to_json(rows))["images"][1]["digest"] == "docker.io/library/nginx@sha256:22"

@@ -166,3 +166,37 @@ def test_applied_by_reads_server_side_apply_ownership_only():
     assert not cluster.applied_by(policy(("kubectl-client-side-apply", "Update")), "kubeharden")
     assert not cluster.applied_by(policy(("kubeharden", "Update")), "kubeharden")
     assert not cluster.applied_by({"kind": "NetworkPolicy", "metadata": {"name": "p"}}, "kubeharden")
+
+
+POLICY = {"kind": "ValidatingAdmissionPolicy", "metadata": {"name": cluster.IMAGE_POLICY}, "spec": {}}
+
+
+def image_binding(actions: list[str]) -> dict:
+    return {"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": cluster.IMAGE_POLICY},
+            "spec": {"policyName": cluster.IMAGE_POLICY, "validationActions": actions}}
+
+
+def test_the_image_policy_must_exist_deny_and_cover_every_listed_namespace():
+    listed = ["default", "shop", "vendor"]
+    namespaces = [ns("default"), ns("shop", {cluster.IMAGE_POLICY_EXEMPT: "true"}),
+                  ns("vendor", {cluster.IMAGE_POLICY_EXEMPT: "true"}, exempt="image-policy", reason="its own")]
+    assert cluster.image_policy(cluster.ClusterState(namespaces), listed)[0] == [
+        "no ValidatingAdmissionPolicy kubeharden-image-policy: the apiserver admits images from anywhere"]
+    assert "bound nowhere" in cluster.image_policy(cluster.ClusterState([*namespaces, POLICY]), listed)[0][0]
+    warned = cluster.ClusterState([*namespaces, POLICY, image_binding(["Warn", "Audit"])])
+    offenders, exempt = cluster.image_policy(warned, listed)
+    assert offenders == ["binding kubeharden-image-policy: Warn, Audit, not Deny: refused images are reported, and run",
+                         "namespace shop: left out of the image policy (kubeharden.io/exempt-image-policy) without a "
+                         "recorded exemption"]
+    assert exempt == ["vendor (its own)"]
+    assert warned.image_policy_enforcing()
+    assert not cluster.ClusterState([POLICY, image_binding(["Audit"])]).image_policy_enforcing()
+    denied = cluster.ClusterState([ns("default"), POLICY, image_binding(["Deny"])])
+    assert cluster.image_policy(denied, ["default", "absent"]) == ([], [])
+
+
+def test_every_image_of_a_pod_counts():
+    running = pod("shop", "web", {"containers": [{"image": "registry.k8s.io/pause:3.10"}],
+                                  "initContainers": [{"image": "busybox"}],
+                                  "ephemeralContainers": [{"image": "debug:latest"}]})
+    assert cluster.pod_images(running) == ["registry.k8s.io/pause:3.10", "busybox", "debug:latest"]

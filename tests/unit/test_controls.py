@@ -229,3 +229,35 @@ def test_an_exception_is_reported_with_its_reason_and_never_read(monkeypatch):
                "check": {"read": "sysctl", "key": "net.ipv4.ip_forward", "op": "eq", "value": "0"}}
     result = controls.evaluate(control, controls.Node([]))
     assert result["status"] == "exception" and result["reason"] == "exception: Kubernetes forwards pod traffic"
+
+
+def test_running_pods_the_image_policy_would_refuse_are_judged_once_per_namespace_and_images(monkeypatch):
+    """One dry run per namespace and set of images: the pods of one workload share it; exempt namespaces are
+    counted with their reason; without a policy that says no, nothing judges images."""
+    import kubeharden_cluster as cluster
+
+    web = [{"kind": "Pod", "metadata": {"namespace": "shop", "name": f"web-{i}"}, "status": {"phase": "Running"},
+            "spec": {"containers": [{"image": "docker.io/nginx:latest"}]}} for i in range(3)]
+    vendor = {"kind": "Namespace", "metadata": {"name": "vendor", "annotations": {
+        cluster.EXEMPT_FROM: "image-policy", cluster.EXEMPTION_REASON: "its own"}}}
+    theirs = {"kind": "Pod", "metadata": {"namespace": "vendor", "name": "agent"}, "status": {"phase": "Running"},
+              "spec": {"containers": [{"image": "quay.io/agent:1"}]}}
+    policy = {"kind": "ValidatingAdmissionPolicy", "metadata": {"name": cluster.IMAGE_POLICY}, "spec": {}}
+    binding = {"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": cluster.IMAGE_POLICY},
+               "spec": {"policyName": cluster.IMAGE_POLICY, "validationActions": ["Deny"]}}
+    state = controls.Node(["cluster"])
+    asked = []
+
+    def dry_run(namespace, images):
+        asked.append((namespace, tuple(images)))
+        return ["docker.io/nginx:latest not from an allowed registry"]
+
+    monkeypatch.setattr(state, "image_policy_dry_run", dry_run)
+    state.__dict__["cluster"] = cluster.ClusterState([*web, vendor, theirs])
+    with pytest.raises(node.NotApplicable, match="nothing judges images"):
+        controls.read_cluster({"aspect": "image_refused"}, state)
+    state.__dict__["cluster"] = cluster.ClusterState([*web, vendor, theirs, policy, binding])
+    observed = controls.read_cluster({"aspect": "image_refused"}, state)
+    assert asked == [("shop", ("docker.io/nginx:latest",))]
+    assert observed.value == [f"shop/web-{i}: docker.io/nginx:latest not from an allowed registry" for i in range(3)]
+    assert "vendor (its own)" in observed.evidence

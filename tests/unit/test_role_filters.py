@@ -4,6 +4,7 @@ the units node_os manages and etcd's own settings, as plain functions (roles/*/f
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 import yaml
@@ -176,7 +177,7 @@ def test_cluster_policies_defaults_label_every_namespace_and_exempt_kube_system_
          "metadata": {"name": name, "namespace": "kube-system"}}
         for name in ("kubeharden-default-deny", "kubeharden-allow-dns")]
     assert cluster_policies.cluster_policies_withdrawn([{"name": "team-a"}], "network") == []
-    with pytest.raises(ValueError, match="only the network area"):
+    with pytest.raises(ValueError, match="only the network and image_policy areas"):
         cluster_policies.cluster_policies_withdrawn(namespaces, "service_accounts")
 
 
@@ -202,3 +203,62 @@ def test_cluster_policies_a_weaker_level_is_an_exemption_that_needs_a_reason():
         "cluster_policies_namespaces[1] (a): listed twice"]
     with pytest.raises(ValueError, match="unknown area"):
         cluster_policies.cluster_policies_objects([], "rbac", SETTINGS)
+
+
+IMAGE = {"enabled": True, "registries": ["registry.k8s.io/", "registry.example.com:5000/team/"], "actions": ["Deny"],
+         "require_digest": False}
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    ({**IMAGE, "registries": []}, "cluster_policies_image_registries: empty while cluster_policies_image_policy is on"),
+    ({**IMAGE, "registries": ["registry.k8s.io"]}, "cluster_policies_image_registries[0] ('registry.k8s.io'): not a"),
+    ({**IMAGE, "registries": ["Registry.K8s.io/"]}, "cluster_policies_image_registries[0]"),
+    ({**IMAGE, "registries": ["docker.io/*"]}, "cluster_policies_image_registries[0] ('docker.io/*')"),
+    ({**IMAGE, "actions": ["Block"]}, "cluster_policies_image_policy_actions (['Block']): one or more of Deny"),
+    ({**IMAGE, "actions": ["Deny", "Warn"]}, "cluster_policies_image_policy_actions: Deny and Warn together"),
+])
+def test_image_policy_bad_input_is_named_before_any_change(image, message):
+    problems = cluster_policies.cluster_policies_problems([], "restricted", image)
+    assert any(problem.startswith(message) for problem in problems), problems
+
+
+def test_image_policy_off_needs_no_registries_and_withdraws_kubehardens_objects():
+    off = {**IMAGE, "enabled": False, "registries": []}
+    assert cluster_policies.cluster_policies_problems([], "restricted", off) == []
+    settings = {**SETTINGS, "image": off}
+    assert cluster_policies.cluster_policies_objects([], "image_policy", settings) == []
+    withdrawn = cluster_policies.cluster_policies_withdrawn([], "image_policy", settings)
+    assert [(o["kind"], o["metadata"]["name"]) for o in withdrawn] == [
+        ("ValidatingAdmissionPolicyBinding", "kubeharden-image-policy"),
+        ("ValidatingAdmissionPolicy", "kubeharden-image-policy")]
+    assert cluster_policies.cluster_policies_withdrawn([], "image_policy", {**SETTINGS, "image": IMAGE}) == []
+
+
+def test_image_policy_covers_pod_templates_and_leaves_out_exempt_namespaces():
+    policy, binding = cluster_policies.cluster_policies_objects([], "image_policy", {**SETTINGS, "image": IMAGE})
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert {r for rule in rules for r in rule["resources"]} == {
+        "pods", "pods/ephemeralcontainers", "replicationcontrollers", "deployments", "replicasets", "statefulsets",
+        "daemonsets", "jobs", "cronjobs"}
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert json.loads(variables["registries"]) == IMAGE["registries"]  # a CEL list literal
+    assert "ephemeralContainers" in variables["images"] and "initContainers" in variables["images"]
+    assert len(policy["spec"]["validations"]) == 2  # registry, tag (digest only when required)
+    assert all("kubeharden-image-policy: " in v["messageExpression"] for v in policy["spec"]["validations"])
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubeharden.io/exempt-image-policy", "operator": "DoesNotExist"}]
+    pinned, _binding = cluster_policies.cluster_policies_objects([], "image_policy", {
+        **SETTINGS, "image": {**IMAGE, "require_digest": True}})
+    assert len(pinned["spec"]["validations"]) == 3
+    (namespace,) = cluster_policies.cluster_policies_objects(
+        [{"name": "vendor", "exempt_from": ["image-policy"], "reason": "vendor images"}], "pod_security", SETTINGS)
+    assert namespace["metadata"]["labels"]["kubeharden.io/exempt-image-policy"] == "true"
+    assert namespace["metadata"]["annotations"]["kubeharden.io/exempt-from"] == "image-policy"
+
+
+def test_the_role_and_the_audit_name_the_image_policy_and_its_exemption_label_alike():
+    import kubeharden_cluster
+
+    assert cluster_policies.IMAGE_POLICY == kubeharden_cluster.IMAGE_POLICY
+    assert cluster_policies.IMAGE_POLICY_EXEMPT == kubeharden_cluster.IMAGE_POLICY_EXEMPT
