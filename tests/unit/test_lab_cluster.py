@@ -240,3 +240,14 @@ def test_the_lab_inventory_uses_the_firewall_preset_of_its_cni():
     assert facts["control_plane_kubeadm_skip_phases"] == []
     firewall = yaml.safe_load((ROOT / "roles/firewall/vars/main.yml").read_text())
     assert {"proto": "udp", "ports": ["4789", "8472"]} in firewall["firewall_cni_ports"]["vxlan"]
+
+
+def test_molecule_scenarios_get_the_labs_own_cluster_facts():
+    """Molecule's inventory is its own, not the lab's: the facts site.yml needs on the lab's cluster are there too."""
+    from kubeharden.lab.lab import kubernetes_group_vars
+
+    facts = yaml.safe_load(kubernetes_group_vars(kubernetes.Release("v1.37.2", "v3.6.16")))
+    molecule = yaml.safe_load((ROOT / ".config/molecule/config.yml").read_text())["provisioner"]["inventory"][
+        "group_vars"]["all"]
+    for key in ("firewall_cni_presets", "firewall_pod_cidrs", "cluster_policies_namespaces"):
+        assert molecule[key] == facts[key], key
