@@ -14,6 +14,8 @@ import json
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kubeharden.lab import addons, cluster, docker
@@ -113,11 +115,12 @@ def _node_port(address: str) -> str:
 
 def _port_forward(first: cluster.ClusterNode, pod: ProbePod, local_port: int) -> str:
     """`kubectl port-forward` on the first control-plane node, then one request through it."""
+    log = f"/tmp/port-forward-{local_port}.log"  # one per node's column: they run at the same time
     script = (f"timeout {KUBECTL_TIMEOUT} kubectl --kubeconfig={cluster.ADMIN_KUBECONFIG} port-forward -n "
-              f"{addons.PROBE_NAMESPACE} pod/{pod.name} {local_port}:{addons.PROBE_PORT} >/tmp/port-forward.log 2>&1 &"
+              f"{addons.PROBE_NAMESPACE} pod/{pod.name} {local_port}:{addons.PROBE_PORT} >{log} 2>&1 &"
               f" forward=$!; answer=''; for _ in $(seq 50); do"
               f" answer=$(curl -s -m 2 http://127.0.0.1:{local_port}/hostname) && break; sleep 0.2; done;"
-              f" kill $forward 2>/dev/null; echo \"$answer\"; [ -n \"$answer\" ] || tail -2 /tmp/port-forward.log")
+              f" kill $forward 2>/dev/null; echo \"$answer\"; [ -n \"$answer\" ] || tail -2 {log}")
     done = docker.exec_(first.container, "sh", "-c", script, check=False)
     answer = done.stdout.strip().splitlines()
     if answer and answer[0] == pod.name:
@@ -125,9 +128,12 @@ def _port_forward(first: cluster.ClusterNode, pod: ProbePod, local_port: int) ->
     return re.sub(r"\s+", " ", " ".join(answer) or done.stderr.strip() or "no answer")[:200]
 
 
+PARALLEL_PROBES = 6  # probes at once: each is mostly waiting (kubectl's round trips), the table is the same
+
+
 def measure(nodes: list[cluster.ClusterNode]) -> Matrix:
     """Every row for every node: the client is the node's probe-a pod, the server its probe-b pod (or the next
-    node's for the row across nodes)."""
+    node's for the row across nodes). The probes are independent of each other and run a few at a time."""
     first = next(node for node in nodes if node.role == "control-plane")
     pods = probe_pods(first)
     names = [node.name for node in nodes]
@@ -135,34 +141,54 @@ def measure(nodes: list[cluster.ClusterNode]) -> Matrix:
     service = _kubectl(first, "get", "service", "-n", addons.PROBE_NAMESPACE, "probe", "-o",
                        "jsonpath={.spec.clusterIP}")
     service_ip = service.stdout.strip() if service.returncode == 0 else ""
+    probes: dict[tuple[str, str], Callable[[], str]] = {}
     for index, node in enumerate(nodes):
-        cells = {row: NOT_APPLICABLE for row in ROWS}
+        for row in ROWS:
+            matrix.cells[row][node.name] = NOT_APPLICABLE
         client, server = pods.get((addons.PROBE_SERVERS[0], node.name)), pods.get((addons.PROBE_SERVERS[1], node.name))
         other = pods.get((addons.PROBE_SERVERS[1], names[(index + 1) % len(names)])) if len(names) > 1 else None
         if client is None or server is None:
             for row in ROWS:
                 matrix.cells[row][node.name] = "no probe pod running on this node"
             continue
-        port = addons.PROBE_PORT
-        cells["pod-pod-same-node"] = _connect(first, client, f"{server.ip}:{port}")
-        if other is not None:
-            cells["pod-pod-other-node"] = _connect(first, client, f"{other.ip}:{port}")
-        cells["pod-service"] = _connect(first, client, f"{service_ip}:80") if service_ip else _failure(service)
-        cells["pod-service-dns"] = _connect(first, client, f"{SERVICE_NAME}:80")
-        cells["pod-apiserver"] = _connect(first, client, "kubernetes.default:443")
-        # kubeharden's firewall serves NodePorts on workers only (firewall_nodeports_enabled): a control plane's is
-        # not a path users are given.
-        if node.role != "control-plane":
-            cells["nodeport-from-host"] = _node_port(node.ip)
-        logs = _kubectl(first, "logs", "-n", addons.PROBE_NAMESPACE, server.name, "--tail=1")
-        cells["kubectl-logs"] = OK if logs.returncode == 0 and logs.stdout.strip() else _failure(logs)
-        executed = _kubectl(first, "exec", "-n", addons.PROBE_NAMESPACE, server.name, "--", "/agnhost",
-                            "dns-server-list")
-        cells["kubectl-exec"] = OK if executed.returncode == 0 and executed.stdout.strip() else _failure(executed)
-        cells["kubectl-port-forward"] = _port_forward(first, server, 18080 + index)
-        for row, cell in cells.items():
-            matrix.cells[row][node.name] = cell
+        probes.update(_node_probes(first, node, index, client, server, other, service_ip, service))
+    with ThreadPoolExecutor(max_workers=PARALLEL_PROBES) as pool:
+        answers = {key: pool.submit(probe) for key, probe in probes.items()}
+        for (row, node_name), answer in answers.items():
+            matrix.cells[row][node_name] = answer.result()
     return matrix
+
+
+def _node_probes(first, node, index, client, server, other, service_ip, service) -> dict:
+    """The probes of one node's column, by (row, node), each a call that returns its cell."""
+    port = addons.PROBE_PORT
+    probes = {
+        "pod-pod-same-node": lambda: _connect(first, client, f"{server.ip}:{port}"),
+        "pod-service": ((lambda: _connect(first, client, f"{service_ip}:80")) if service_ip
+                        else (lambda: _failure(service))),
+        "pod-service-dns": lambda: _connect(first, client, f"{SERVICE_NAME}:80"),
+        "pod-apiserver": lambda: _connect(first, client, "kubernetes.default:443"),
+        "kubectl-logs": lambda: _logs(first, server),
+        "kubectl-exec": lambda: _exec(first, server),
+        "kubectl-port-forward": lambda: _port_forward(first, server, 18080 + index),
+    }
+    if other is not None:
+        probes["pod-pod-other-node"] = lambda: _connect(first, client, f"{other.ip}:{port}")
+    # kubeharden's firewall serves NodePorts on workers only (firewall_nodeports_enabled): a control plane's is not
+    # a path users are given.
+    if node.role != "control-plane":
+        probes["nodeport-from-host"] = lambda: _node_port(node.ip)
+    return {(row, node.name): probe for row, probe in probes.items()}
+
+
+def _logs(first: cluster.ClusterNode, server: ProbePod) -> str:
+    logs = _kubectl(first, "logs", "-n", addons.PROBE_NAMESPACE, server.name, "--tail=1")
+    return OK if logs.returncode == 0 and logs.stdout.strip() else _failure(logs)
+
+
+def _exec(first: cluster.ClusterNode, server: ProbePod) -> str:
+    executed = _kubectl(first, "exec", "-n", addons.PROBE_NAMESPACE, server.name, "--", "/agnhost", "dns-server-list")
+    return OK if executed.returncode == 0 and executed.stdout.strip() else _failure(executed)
 
 
 def foreign_rules(container: str) -> dict[str, dict[str, list[str]]]:
