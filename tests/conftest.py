@@ -77,3 +77,15 @@ def pytest_collection_modifyitems(items):
     rank = {path: index for index, path in enumerate(order) if path}
     unnamed = order.index(None) if None in order else len(order)
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], unnamed))
+
+
+def pytest_runtest_logreport(report):
+    """A failure written out as it happens (KUBEHARDEN_FAILURE_LOG, set by ./dev test), with its time: an hour of lab
+    tests prints failures only at its end, and a run stopped at its time bound would print none."""
+    path = os.environ.get("KUBEHARDEN_FAILURE_LOG")
+    if path and report.failed:
+        import time
+
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"\n=== {time.strftime('%H:%M:%S')} {report.nodeid} ({report.when}, {report.duration:.0f} s)\n"
+                      f"{report.longreprtext}\n")
