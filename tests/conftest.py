@@ -83,7 +83,8 @@ def pytest_runtest_logreport(report):
     """A failure written out as it happens (KUBEHARDEN_FAILURE_LOG, set by ./dev test), with its time: an hour of lab
     tests prints failures only at its end, and a run stopped at its time bound would print none."""
     path = os.environ.get("KUBEHARDEN_FAILURE_LOG")
-    if path and report.failed:
+    # Under pytest-xdist both the worker and the controller see each report: the controller writes it.
+    if path and report.failed and not os.environ.get("PYTEST_XDIST_WORKER"):
         import time
 
         with open(path, "a", encoding="utf-8") as log:
