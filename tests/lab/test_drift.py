@@ -1,13 +1,19 @@
 """`kubeharden drift` on a hardened lab: nine changes made by hand are named, restored by --remediate, and gone.
 
-One lab (cp1 + w1) hardened by site.yml; every step reads the nodes themselves, not only the report, and the
-cluster's connectivity matrix (pods, Services, DNS, the apiserver, a NodePort, kubectl logs/exec/port-forward)
-is the stock cluster's after site.yml and after the remediation."""
+One lab (cp1 + w1) hardened by site.yml as molecule's default scenario does it (check mode on the stock nodes,
+converge, a second converge that changes nothing, then that scenario's testinfra tests): the drift tests need the
+converged lab anyway, so CI brings up one lab and converges once fewer (tests/lab/test_molecule.py). Every step
+reads the nodes themselves, not only the report, and the cluster's connectivity matrix (pods, Services, DNS, the
+apiserver, a NodePort, kubectl logs/exec/port-forward) is the stock cluster's after site.yml and after the
+remediation."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -15,6 +21,7 @@ import pytest
 from kubeharden.drift import EXIT_CLEAN
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology
+from tests.conftest import ROOT
 from tests.lab.conftest import (
     _lab,
     assert_anonymous_health_only,
@@ -75,12 +82,41 @@ def test_kube_bench_agrees_on_the_stock_nodes(drift_lab):
     assert_second_opinion(drift_lab, "stock")
 
 
+# The stock cluster's connectivity, which every later step must keep (measured before site.yml).
+STOCK: dict = {}
+MOLECULE_DEFAULT_TESTS = ROOT / "molecule" / "default" / "tests"
+
+
+def changed_per_host(run: subprocess.CompletedProcess) -> dict[str, int]:
+    recap = run.stdout.split("PLAY RECAP")[-1]
+    return {host: int(changed) for host, changed in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", recap, re.M)}
+
+
+def test_site_yml_as_molecules_default_scenario_check_converge_idempotence_verify(drift_lab):
+    lab = drift_lab
+    STOCK["matrix"] = stock = matrix(lab)
+    assert stock.failures() == {}, stock.table()
+    checked = playbook(lab, "site.yml", "--check", "--diff")
+    assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-2000:]
+    hardened = playbook(lab, "site.yml")
+    assert hardened.returncode == 0, hardened.stdout[-4000:] + hardened.stderr[-2000:]
+    again = playbook(lab, "site.yml")
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert changed_per_host(again) == {"cp1": 0, "w1": 0}, again.stdout[-6000:]
+    # The default scenario's verify step: its testinfra tests over SSH, as molecule's verifier runs them.
+    verified = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--connection=ansible", "--hosts=ansible://all",
+         f"--ansible-inventory={lab.inventory_path}", str(MOLECULE_DEFAULT_TESTS)],
+        capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+             "MOLECULE_INVENTORY_FILE": str(lab.inventory_path)})
+    assert verified.returncode == 0, verified.stdout[-6000:] + verified.stderr[-2000:]
+    assert " passed" in verified.stdout.splitlines()[-1], verified.stdout[-2000:]
+
+
 def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     lab, state = drift_lab, tmp_path / "state"
-    stock = matrix(lab)
-    assert stock.failures() == {}, stock.table()
-    hardened = playbook(lab, "site.yml")
-    assert hardened.returncode == 0, hardened.stdout[-3000:]
+    stock = STOCK["matrix"]
     assert_anonymous_health_only(lab, "cp1")  # 1.2.1 on the default release's real apiserver
     assert_kubelets_verified(lab)  # 1.2.5: kubectl logs on every node through the verified kubelet
     assert matrix(lab).cells == stock.cells, matrix(lab).table()
