@@ -321,7 +321,7 @@ def test_default_deny_refuses_a_connection_an_allow_policy_lets_through(policies
 
 AGNHOST_POD = """apiVersion: v1
 kind: Pod
-metadata: {name: NAME, namespace: NAMESPACE}
+metadata: {name: POD_NAME, namespace: POD_NAMESPACE}
 spec:
   tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
   securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
@@ -337,7 +337,7 @@ LAB_REGISTRIES = ["registry.k8s.io/", "ghcr.io/flannel-io/", "docker.io/cloudnat
 
 
 def agnhost_pod(name: str, namespace: str, image: str) -> str:
-    return AGNHOST_POD.replace("NAME", name).replace("NAMESPACE", namespace).replace("IMAGE", image)
+    return AGNHOST_POD.replace("POD_NAMESPACE", namespace).replace("POD_NAME", name).replace("IMAGE", image)
 
 
 def denials(lab) -> float:
