@@ -15,7 +15,6 @@ import yaml
 
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Topology
-from tests.conftest import ROOT
 from tests.lab.conftest import _lab, playbook, wait_default_service_accounts
 
 pytestmark = pytest.mark.lab
@@ -281,8 +280,7 @@ def test_default_deny_refuses_a_connection_an_allow_policy_lets_through(policies
     server_ip = kubectl(lab, "get", "pod", "-n", "shop", "server", "-o", "jsonpath={.status.podIP}").stdout.strip()
     assert answers(lab, server_ip, connected=True), "no policy yet: the client must reach the server"
 
-    listed = yaml.safe_load((ROOT / "roles/cluster_policies/defaults/main.yml").read_text())[
-        "cluster_policies_namespaces"]
+    listed = yaml.safe_load(lab.group_vars_path.read_text())["cluster_policies_namespaces"]  # the lab's own
     denied = run_policies(lab, tmp_path, "--tags", TAGS, variables={
         "cluster_policies_namespaces": [*listed, {"name": "shop"}]})
     assert denied.returncode == 0, denied.stdout[-2000:]
@@ -365,8 +363,7 @@ def test_the_apiserver_admits_only_images_from_the_allowed_registries(policies_l
         assert waited.returncode == 0, waited.stderr
     before = kubectl(lab, "apply", "-f", "-", stdin=agnhost_pod("legacy", "store", elsewhere))
     assert before.returncode == 0, before.stderr  # no policy yet: anything runs
-    listed = yaml.safe_load((ROOT / "roles/cluster_policies/defaults/main.yml").read_text())[
-        "cluster_policies_namespaces"]
+    listed = yaml.safe_load(lab.group_vars_path.read_text())["cluster_policies_namespaces"]  # the lab's own
     policy = {"cluster_policies_image_policy": True, "cluster_policies_image_registries": LAB_REGISTRIES,
               "cluster_policies_namespaces": [
                   *listed, {"name": "store"},
@@ -378,7 +375,8 @@ def test_the_apiserver_admits_only_images_from_the_allowed_registries(policies_l
 
     # Rolled out as README says: warnings first (nothing refused), then Deny. The inventory holds the decision, so
     # that drift finds the same.
-    inventory_vars = lab.inventory_path.parent / "group_vars" / "all" / "image-policy.yml"
+    # Loaded after the lab's own lab.yml (Ansible reads a group's directory in name order): its list wins.
+    inventory_vars = lab.group_vars_path.with_name("policy.yml")
     inventory_vars.write_text(yaml.safe_dump({**policy, "cluster_policies_image_policy_actions": ["Warn", "Audit"]}))
     warned = run_policies(lab, tmp_path)
     assert warned.returncode == 0, warned.stdout[-3000:]
