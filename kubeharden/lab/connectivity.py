@@ -75,12 +75,16 @@ def _kubectl(first: cluster.ClusterNode, *args: str):
                         f"--kubeconfig={cluster.ADMIN_KUBECONFIG}", *args, check=False)
 
 
+# kubectl exec's own last line after the command failed: the command's words (agnhost's TIMEOUT) come before it.
+KUBECTL_EXIT = re.compile(r"^command terminated with exit code \d+$")
+
+
 def _failure(result) -> str:
-    text = (result.stderr or result.stdout or f"exit {result.returncode}").strip().splitlines()
-    line = text[-1] if text else f"exit {result.returncode}"
     if result.returncode == 124:
         return f"no answer within {KUBECTL_TIMEOUT} s"
-    return re.sub(r"\s+", " ", line)[:200]
+    lines = [line.strip() for line in (result.stdout + "\n" + result.stderr).splitlines()
+             if line.strip() and not KUBECTL_EXIT.match(line.strip())]
+    return re.sub(r"\s+", " ", lines[-1])[:200] if lines else f"exit {result.returncode}"
 
 
 def probe_pods(first: cluster.ClusterNode) -> dict[tuple[str, str], ProbePod]:
