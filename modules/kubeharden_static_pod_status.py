@@ -179,5 +179,6 @@ def main() -> None:
                      flags=wanted, last_log=logged, last_error=last_error(logged),
                      waited=round(time.monotonic() - started, 2))
 
+
 if __name__ == "__main__":
     main()
