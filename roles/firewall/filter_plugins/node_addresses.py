@@ -1,19 +1,18 @@
-"""node_addresses: every address of some inventory hosts, for firewall sources."""
+"""node_addresses: the addresses of some inventory hosts, for firewall sources."""
 
 from __future__ import annotations
 
 
 def node_addresses(hosts, hostvars) -> list[str]:
-    """Gathered IPv4 and global IPv6 addresses of each host, else its ansible_host (facts not gathered)."""
+    """Each host's addresses: its `firewall_node_addresses` (a host variable, for nodes that talk over more than one
+    address), else its ansible_host. Never gathered facts: a run limited to some nodes has no facts of the others,
+    and a node's pod-network interfaces (cni0, flannel.1) are not where its peers connect from, so the table would
+    change with --limit and with the CNI."""
     found: list[str] = []
     for host in hosts or []:
         variables = hostvars[host]
-        facts = variables.get("ansible_facts") or {}
-        if facts.get("all_ipv4_addresses") is not None:
-            candidates = list(facts.get("all_ipv4_addresses") or []) + list(facts.get("all_ipv6_addresses") or [])
-            found.extend(a for a in candidates if not a.startswith(("127.", "fe80", "::1")))
-        else:
-            found.append(str(variables.get("ansible_host", host)))
+        listed = variables.get("firewall_node_addresses") or [variables.get("ansible_host", host)]
+        found.extend(str(address) for address in listed)
     return list(dict.fromkeys(found))
 
 
