@@ -19,16 +19,19 @@ pytestmark = pytest.mark.lab
 # 4.2.12 (4.2.9: a stock kubelet serves a certificate it signed itself).
 KUBEADM_CIS_FAILURES = {"1.2.1", "1.2.3", "1.2.5", "1.2.9", "1.2.15", "1.2.16", "1.2.17", "1.2.18", "1.2.19",
                         "1.2.27", "1.2.28", "1.2.29", "1.2.30", "1.3.1", "1.3.2", "1.4.1", "1.1.12", "4.1.9", "4.1.1",
-                        "4.2.9", "4.2.12", "4.2.13", "4.2.14"}
-WORKER_CIS_FAILURES = {"4.1.1", "4.1.9", "4.2.9", "4.2.12", "4.2.13", "4.2.14"}
+                        "4.2.9", "4.2.12", "4.2.13", "4.2.14",
+                        "4.1.3"}  # kube-proxy's kubeconfig, 0644 from its ConfigMap volume's default mode
+WORKER_CIS_FAILURES = {"4.1.1", "4.1.3", "4.1.9", "4.2.9", "4.2.12", "4.2.13", "4.2.14"}
 # kubeharden's own controls a stock node fails: nothing of node_os, the firewall or encryption is in place yet.
 # Stock Debian passes some node OS controls (listed in PASSING_NODE_OS below), so those are not here.
 KUBEHARDEN_FAILURES = {"KH-FW-1", "KH-K8S-1", "KH-K8S-3", "KH-K8S-4", "KH-ETCD-2",  # kubeadm runs etcd as root
                        "KH-ETCD-1"}  # kubeadm's bootstrap token and uploaded certificates, stored in plaintext
 # Section 5, read once per cluster from cp1: what kubeadm leaves open and the cluster_policies role closes (no Pod
-# Security labels, no NetworkPolicy, default service accounts mounting their token, and the static pods' host
-# access in a kube-system nobody exempted yet).
-CLUSTER_FAILURES = {"5.1.5", "5.2.1", "5.2.5", "5.2.6", "5.2.7", "5.2.8", "5.2.11", "5.2.12", "5.3.2"}
+# Security labels, no NetworkPolicy, default service accounts mounting their token, and the host access of the static
+# pods and of the cluster's agents - kube-proxy, flannel, kube-router: privileged, NET_ADMIN, no seccomp profile - in
+# a kube-system nobody exempted yet).
+CLUSTER_FAILURES = {"5.1.5", "5.2.1", "5.2.2", "5.2.5", "5.2.6", "5.2.7", "5.2.8", "5.2.9", "5.2.11", "5.2.12",
+                    "5.3.2", "5.6.2"}
 PASSING_NODE_OS = {
     "KH-OS-1.1",  # ip_forward: kubeadm's prerequisite /etc/sysctl.d/k8s.conf
     "KH-OS-1.36", "KH-OS-1.37", "KH-OS-1.39",  # protected_hardlinks/symlinks/regular: systemd's 99-protect-links
@@ -46,8 +49,7 @@ STOCK_DEB12_HOLES = {"DEB12-5.2.2", "DEB12-5.2.3", "DEB12-5.3.3.2.2", "DEB12-5.3
                      "DEB12-6.1.2.4", "DEB12-6.2.3.2", "DEB12-6.2.3.6", "DEB12-6.3.3"}
 NOT_APPLICABLE_IN_LAB = {"KH-OS-3.4", "KH-OS-3.5", "KH-OS-3.6",  # /var/tmp is not a separate mount
                          "KH-OS-6.11", "KH-OS-9.2",  # auditd and time sync do not run in containers
-                         "KH-OS-9.11",  # the lab's kernel has no AppArmor
-                         "4.1.3", "4.1.4", "4.3.1"}  # kube-proxy's files live in the cluster, not on the node
+                         "KH-OS-9.11"}  # the lab's kernel has no AppArmor
 
 
 def audit(inventory, *args: str) -> tuple[int, dict]:
@@ -80,7 +82,8 @@ def test_stock_control_plane_fails_exactly_what_kubeadm_leaves_open(stock):
     assert by_status(results, "fail") - deb12 == expected
     assert by_status(results, "error") == set()
     # KH-K8S-2: no encryption configuration yet; KH-FW-2: no table the firewall role loaded to compare with.
-    assert by_status(results, "not_applicable") - deb12 == NOT_APPLICABLE_IN_LAB | {"KH-K8S-2", "KH-FW-2"}
+    # KH-K8S-6: no image policy to judge running images by (cluster_policies_image_policy is off).
+    assert by_status(results, "not_applicable") - deb12 == NOT_APPLICABLE_IN_LAB | {"KH-K8S-2", "KH-FW-2", "KH-K8S-6"}
     assert by_status(results, "fail") >= STOCK_DEB12_HOLES
     assert by_status(results, "exception") == {c["id"] for c in catalogue.load() if c.get("exception")}
     assert all(r["reason"] for r in results if r["status"] in ("exception", "not_applicable"))
