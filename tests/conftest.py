@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,6 @@ def pytest_runtest_logreport(report):
     path = os.environ.get("KUBEHARDEN_FAILURE_LOG")
     # Under pytest-xdist both the worker and the controller see each report: the controller writes it.
     if path and report.failed and not os.environ.get("PYTEST_XDIST_WORKER"):
-        import time
-
         with open(path, "a", encoding="utf-8") as log:
             log.write(f"\n=== {time.strftime('%H:%M:%S')} {report.nodeid} ({report.when}, {report.duration:.0f} s)\n"
                       f"{report.longreprtext}\n")

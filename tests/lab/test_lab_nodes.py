@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
 
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Lab, Topology, etcdctl
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "molecule" / "shared"))  # not a package
+from lab_audit import handshake_command
 
 pytestmark = pytest.mark.lab
 
@@ -80,20 +85,18 @@ def test_worker_has_kubelet_state_and_no_control_plane_secrets(lab):
     assert "O = system:nodes, CN = system:node:w1" in client
 
 
-TLS_HANDSHAKE = "echo | openssl s_client -connect 127.0.0.1:2379 -CAfile {pki}/etcd/ca.crt {client} 2>&1"
-# In TLS 1.3 etcd refuses a client without a certificate after the handshake, with an alert: openssl waits (bounded)
-# until etcd closes the connection, so that the alert is read rather than lost when openssl's input ends first.
-TLS_HANDSHAKE_WITHOUT_CERTIFICATE = ("timeout 20 openssl s_client -ign_eof -connect 127.0.0.1:2379 "
-                                     "-CAfile {pki}/etcd/ca.crt </dev/null 2>&1")
+def tls_handshake(client: str = "") -> str:
+    """openssl's handshake with etcd on cp1, as the molecule scenarios run it (molecule/shared/lab_audit.py)."""
+    return f"{handshake_command(2379, f'{PKI}/etcd/ca.crt', client)} 2>&1"
 
 
 def test_etcd_serves_the_healthcheck_client_and_refuses_a_client_without_certificate(lab):
     """The refusal is etcd's TLS handshake asking for a client certificate (openssl's own report), not any error."""
     assert etcdctl(cp1(lab), "endpoint", "health").returncode == 0
-    refused = sh(cp1(lab), TLS_HANDSHAKE_WITHOUT_CERTIFICATE.format(pki=PKI), check=False).stdout
+    refused = sh(cp1(lab), tls_handshake(), check=False).stdout
     assert "alert certificate required" in refused, refused[-1500:]
     client = f"-cert {PKI}/etcd/healthcheck-client.crt -key {PKI}/etcd/healthcheck-client.key"
-    accepted = sh(cp1(lab), TLS_HANDSHAKE.format(pki=PKI, client=client), check=False).stdout
+    accepted = sh(cp1(lab), tls_handshake(client), check=False).stdout
     assert "Verify return code: 0 (ok)" in accepted and "alert" not in accepted, accepted[-1500:]
 
 
