@@ -37,6 +37,17 @@ class AuditReport:
     versions: dict[str, str] = field(default_factory=dict)  # node -> Kubernetes minor of its kubelet
     etcd: dict[str, str] = field(default_factory=dict)  # node -> how etcd runs there (static_pod, host, none)
     artifacts: str = ""  # ansible-runner's artifact directory of the run
+    limited: bool = False  # run with --limit: controls of roles outside the limit are left unjudged on purpose
+
+    def unjudged_roles(self) -> dict[str, list[str]]:
+        """Node roles no audited host had, with the selected controls only they would have judged: an inventory
+        without a control-plane group (or whose names kubeharden_groups does not map) must not score 100%."""
+        judged = {r["id"] for results in self.results.values() for r in results}
+        missing: dict[str, list[str]] = defaultdict(list)
+        for cid, control in self.controls.items():
+            if cid not in judged:
+                missing[" or ".join(control.get("node_roles") or ["any"])].append(cid)
+        return dict(missing)
 
     def fix(self, node: str, control_id: str) -> dict:
         """The control's fix on this node (it can depend on how etcd runs there)."""
@@ -50,6 +61,8 @@ class AuditReport:
 
     def exit_code(self, fail_on: str = "low") -> int:
         if self.host_errors or any(r["status"] == "error" for rs in self.results.values() for r in rs):
+            return EXIT_ERROR
+        if not self.limited and self.unjudged_roles():
             return EXIT_ERROR
         return EXIT_FAILED if any(self.failing(fail_on).values()) else EXIT_OK
 
@@ -77,6 +90,10 @@ class AuditReport:
         return round(100.0 * counts["pass"] / decided, 1) if decided else 100.0
 
 
+# The inventory groups playbooks/groups.yml maps by default: kubeharden's own and kubespray's.
+KNOWN_GROUPS = ("k8s_cluster", "control_plane", "kube_control_plane", "etcd", "workers", "kube_node")
+
+
 def check_inventory(inventory: str) -> None:
     result = subprocess.run([ansible_command("ansible-inventory"), "-i", inventory, "--list"], capture_output=True,
                             text=True,
@@ -85,9 +102,12 @@ def check_inventory(inventory: str) -> None:
     if result.returncode != 0:
         detail = " ".join(line.strip() for line in result.stderr.splitlines() if line.strip())[-600:]
         raise AuditError(f"inventory {inventory} could not be parsed: {detail}")
-    hosts = json.loads(result.stdout).get("k8s_cluster", {})
-    if not hosts.get("hosts") and not hosts.get("children"):
-        raise AuditError(f"inventory {inventory} has no group k8s_cluster (with control_plane, etcd, workers)")
+    listed = json.loads(result.stdout)
+    mapped = any("kubeharden_groups" in hostvars for hostvars in listed.get("_meta", {}).get("hostvars", {}).values())
+    if not mapped and not any(listed.get(group, {}).get("hosts") or listed.get(group, {}).get("children")
+                              for group in KNOWN_GROUPS):
+        raise AuditError(f"inventory {inventory} has none of the groups {', '.join(KNOWN_GROUPS)}, and no "
+                         "kubeharden_groups maps its own (playbooks/groups.yml)")
 
 
 def run_audit(inventory: str, limit: str | None = None, include: list[str] | None = None,
@@ -97,7 +117,7 @@ def run_audit(inventory: str, limit: str | None = None, include: list[str] | Non
     controls = catalogue.select(catalogue.load(), include, skip)
     if not controls:
         raise AuditError("no control matches --controls/--skip")
-    report = AuditReport({c["id"]: c for c in controls})
+    report = AuditReport({c["id"]: c for c in controls}, limited=bool(limit))
     try:
         run = run_playbook("audit.yml", inventory, run_id=run_id, artifacts_dir=artifacts_dir,
                            extravars={"kubeharden_controls": controls}, limit=limit, progress=progress)
@@ -160,7 +180,16 @@ def to_table(report: AuditReport, verbose: bool = False) -> str:
     lines += _exposure_table(report)
     for node, error in sorted(report.host_errors.items()):
         lines.append(f"== {node}: NOT AUDITED: {error}")
+    if not report.limited:
+        lines += [f"== NOT JUDGED: {len(ids)} selected control(s) for {roles} nodes: no audited host is one "
+                  f"({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}). {UNJUDGED_HINT}"
+                  for roles, ids in sorted(report.unjudged_roles().items())]
     return "\n".join(lines) + "\n"
+
+
+UNJUDGED_HINT = ("Check the inventory's groups: control_plane (or kubespray's kube_control_plane), etcd, workers "
+                 "(or kube_node), or map yours with kubeharden_groups; the cluster's controls are read from the "
+                 "first control-plane host.")
 
 
 EXPOSURE = "KH-EXP-1"
@@ -183,7 +212,8 @@ def to_json(report: AuditReport) -> str:
                                         "benchmark": catalogue.benchmark_for(report.versions.get(node) or None),
                                         "results": results}
                                  for node, results in sorted(report.results.items())},
-                       "errors": report.host_errors}, indent=2) + "\n"
+                       "errors": report.host_errors,
+                       "unjudged": {} if report.limited else report.unjudged_roles()}, indent=2) + "\n"
 
 
 def to_junit(report: AuditReport) -> str:

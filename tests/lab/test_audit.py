@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
 from kubeharden import catalogue
 from kubeharden.audit import EXIT_ERROR, EXIT_FAILED, EXIT_OK
@@ -97,6 +98,40 @@ def test_stock_worker_gets_only_worker_controls(stock):
     assert {i for i in by_status(results, "fail") if not i.startswith(("KH-", "DEB12-"))} == WORKER_CIS_FAILURES
     assert by_status(results, "fail") >= STOCK_DEB12_HOLES  # workers get the node OS benchmark too
     assert not {i for i in ids if i.startswith(("5.", "KH-EXP"))}  # the cluster's controls are read once, on cp1
+
+
+def test_a_kubespray_inventory_is_audited_as_the_same_cluster(lab, stock):
+    """Kubespray's group names (kube_control_plane, kube_node) used to leave sections 1, 2 and 5 unjudged at a
+    100% score: the same nodes, named as kubespray names them, give the same results."""
+    written = yaml.safe_load(lab.inventory_path.read_text())["all"]
+    cluster_groups = written["children"]["k8s_cluster"]["children"]
+    kubespray = {"all": {"vars": written["vars"], "children": {
+        "kube_control_plane": cluster_groups["control_plane"], "kube_node": cluster_groups["workers"],
+        "etcd": written["children"]["etcd"],
+        "k8s_cluster": {"children": {"kube_control_plane": {}, "kube_node": {}}}}}}
+    inventory = lab.inventory_path.parent / "kubespray.yml"  # beside the lab's group_vars, which it reads too
+    inventory.write_text(yaml.safe_dump(kubespray))
+    try:
+        code, report = audit(inventory)
+    finally:
+        inventory.unlink()
+    assert code == EXIT_FAILED, report
+    assert not report["unjudged"]
+    statuses = {node: {r["id"]: r["status"] for r in entry["results"]} for node, entry in report["nodes"].items()}
+    assert statuses == {node: {r["id"]: r["status"] for r in entry["results"]}
+                        for node, entry in stock["nodes"].items()}
+
+
+def test_an_inventory_without_control_plane_hosts_is_an_error_not_a_full_score(lab, tmp_path):
+    """Only workers in the inventory: the controls of sections 1, 2 and 5 are named as not judged, exit 2."""
+    written = yaml.safe_load(lab.inventory_path.read_text())["all"]
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"vars": written["vars"], "children": {
+        "k8s_cluster": {"children": {"workers": written["children"]["k8s_cluster"]["children"]["workers"]}}}}}))
+    code, report = audit(inventory, "--controls", "1.2.15,2.1,4.2.1,5.1.1")
+    assert code == EXIT_ERROR, report
+    assert set(report["nodes"]) == {"w1"} and report["unjudged"] == {
+        "control_plane": ["1.2.15"], "etcd": ["2.1"], "cluster": ["5.1.1"]}
 
 
 def test_failures_carry_evidence_and_the_fix(stock):

@@ -4,7 +4,17 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kubeharden import catalogue
-from kubeharden.audit import EXIT_ERROR, EXIT_FAILED, EXIT_OK, AuditReport, to_junit, to_prometheus, to_sarif, to_table
+from kubeharden.audit import (
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_OK,
+    AuditReport,
+    to_json,
+    to_junit,
+    to_prometheus,
+    to_sarif,
+    to_table,
+)
 
 CONTROLS = {c["id"]: c for c in catalogue.load()
             if c["id"] in ("1.2.15", "1.2.5", "4.2.13", "KH-OS-9.2", "KH-EXP-1")}
@@ -19,7 +29,8 @@ def result(cid, status, evidence="--profiling not set"):
 def report():
     return AuditReport(CONTROLS, {"cp1": [result("1.2.15", "fail"), result("1.2.5", "pass"),
                                           result("4.2.13", "manual"), result("KH-OS-9.2", "not_applicable")],
-                                  "w1": [result("4.2.13", "pass")]})
+                                  "w1": [result("4.2.13", "pass")]},
+                       limited=True)  # KH-EXP-1 is judged nowhere here: the unjudged controls have their own test
 
 
 def test_exit_code_follows_threshold(report):
@@ -27,6 +38,20 @@ def test_exit_code_follows_threshold(report):
     assert report.exit_code("high") == EXIT_OK  # 1.2.15 is medium
     report.results["w1"].append(result("KH-OS-9.2", "error"))
     assert report.exit_code("high") == EXIT_ERROR
+
+
+def test_controls_no_host_could_judge_are_an_error_not_a_full_score():
+    """An inventory without control-plane hosts (kubespray's group names, unmapped) judged only the workers: the
+    control-plane controls are named, and the audit is an error, not a pass."""
+    workers_only = AuditReport(CONTROLS, {"w1": [result("4.2.13", "pass"), result("KH-OS-9.2", "pass")]})
+    assert workers_only.score("w1") == 100.0
+    assert workers_only.exit_code("low") == EXIT_ERROR
+    assert set(workers_only.unjudged_roles()) == {"control_plane", "cluster"}
+    table = to_table(workers_only)
+    assert "NOT JUDGED: 2 selected control(s) for control_plane nodes" in table and "kube_control_plane" in table
+    assert json.loads(to_json(workers_only))["unjudged"]["control_plane"] == ["1.2.5", "1.2.15"]
+    limited = AuditReport(CONTROLS, workers_only.results, limited=True)  # --limit w1 leaves them out on purpose
+    assert limited.exit_code("low") == EXIT_OK and "NOT JUDGED" not in to_table(limited)
 
 
 def test_unreachable_host_is_an_error(report):
