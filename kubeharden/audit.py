@@ -10,9 +10,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from kubeharden import catalogue, history
 from kubeharden.collection import ansible_command
-from kubeharden.runner import Progress, RunError, run_playbook
+from kubeharden.runner import Progress, RunError, quiet_env, run_playbook
 
 AUDIT_TASK = "Evaluate every control that applies to the node"
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
@@ -94,10 +96,29 @@ class AuditReport:
 KNOWN_GROUPS = ("k8s_cluster", "control_plane", "kube_control_plane", "etcd", "workers", "kube_node")
 
 
+def yaml_problem(path: Path) -> str:
+    """Where a YAML inventory file breaks, as an editor shows it (Ansible's message loses the line and column)."""
+    if path.suffix not in (".yml", ".yaml") or not path.is_file():
+        return ""
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:
+        def where(mark) -> str:
+            return f"line {mark.line + 1}, column {mark.column + 1}"
+
+        text = f"{where(error.problem_mark)}: {error.problem}" if error.problem_mark else str(error.problem)
+        return text + (f" ({error.context} at {where(error.context_mark)})" if error.context_mark else "")
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as error:
+        return str(error)
+    return ""
+
+
 def check_inventory(inventory: str) -> None:
+    if problem := yaml_problem(Path(inventory)):
+        raise AuditError(f"inventory {inventory} could not be parsed: {problem}")
     result = subprocess.run([ansible_command("ansible-inventory"), "-i", inventory, "--list"], capture_output=True,
                             text=True,
-                            env={**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
+                            env={**os.environ, **quiet_env(), "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
                                  "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"})
     if result.returncode != 0:
         detail = " ".join(line.strip() for line in result.stderr.splitlines() if line.strip())[-600:]

@@ -237,9 +237,27 @@ def run_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(RuntimeError):
+    """A command line that cannot work, found before anything runs."""
+
+
+def check_output_path(output: str | None) -> None:
+    """Before the run, not after it: an audit of a fleet must not end in a traceback at the last line."""
+    if not output:
+        return
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--output {output}: the directory {directory} does not exist")
+    if os.path.isdir(output) or not os.access(directory, os.W_OK) or (
+            os.path.exists(output) and not os.access(output, os.W_OK)):
+        raise UsageError(f"--output {output}: not a file this user can write")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("audit", "drift", "images"):
+            check_output_path(args.output)
         if args.command == "lab":
             return run_lab(args)
         if args.command == "audit":
@@ -256,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             tarball = collection.build(Path(args.output).absolute(), source=collection.checkout_root(),
                                        bundled=BUNDLED)
             print(tarball)
-    except (LabError, AuditError, RunError, history.HistoryError, collection.CollectionError) as error:
+    except (LabError, AuditError, RunError, history.HistoryError, collection.CollectionError, UsageError) as error:
         print(f"kubeharden: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -187,8 +187,10 @@ def to_table(report: DriftReport, verbose: bool = False) -> str:
         if node not in report.nodes or not report.nodes[node].get("check_error"):
             lines.append(f"== {node}: NOT CHECKED: {error}")
     total = sum(len(ids) for ids in report.drifted().values())
+    unchecked = sorted(set(report.errors) - set(report.nodes))
     lines.append(f"{total} drifted control(s) on {len(report.drifted())} of {len(report.nodes)} node(s); "
-                 f"run {report.run_id}")
+                 + (f"{len(unchecked)} node(s) not checked and nothing remediated there "
+                    f"({', '.join(unchecked)}); " if unchecked else "") + f"run {report.run_id}")
     return "\n".join(lines) + "\n"
 
 

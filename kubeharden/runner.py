@@ -23,6 +23,15 @@ CALLBACK_DIR = Path(__file__).resolve().parent / "ansible_plugins" / "callback"
 KEEP_ARTIFACTS = 20
 
 
+def quiet_env() -> dict[str, str]:
+    """For Ansible commands whose output kubeharden reads or quotes: no colour codes, and no deprecation notice of
+    a third-party library (ansible-core's SSH agent support imports cryptography's DSA) in front of every error."""
+    ignored = "ignore::cryptography.utils.CryptographyDeprecationWarning"
+    own = os.environ.get("PYTHONWARNINGS", "")
+    return {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+            "PYTHONWARNINGS": f"{own},{ignored}" if own else ignored}
+
+
 class RunError(RuntimeError):
     """A playbook could not be run at all (missing playbook, bad inventory)."""
 
@@ -116,6 +125,7 @@ def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path 
         changes_file = Path(private) / "changes.jsonl"
         envvars = {
             **content_env,
+            **quiet_env(),
             # ansible-playbook of the environment kubeharden runs in, even from a venv that is not activated
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
             "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",

@@ -126,6 +126,10 @@ def test_exit_codes_and_machine_formats():
         f"1.2.15 {CONTROLS['1.2.15']['title']}"]
     drift.errors["w1"] = "unreachable"
     assert drift.exit_code() == EXIT_ERROR
+    # The summary counts the node it could not reach, and says nothing was remediated there.
+    assert "== w1: NOT CHECKED: unreachable" in to_table(drift)
+    assert to_table(drift).splitlines()[-1] == (
+        "1 drifted control(s) on 1 of 1 node(s); 1 node(s) not checked and nothing remediated there (w1); run run-1")
     clean = DriftReport("run-2", "2026-11-28T12:00:00+00:00", audit_report(),
                         {"cp1": classify(CONTROLS, RESULTS, [], None)})
     assert clean.exit_code() == EXIT_CLEAN
