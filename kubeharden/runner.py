@@ -1,8 +1,8 @@
 """One way to run kubeharden's playbooks: through ansible-runner, keeping each run's artifacts.
 
-The audit and drift commands share it: the same environment (kubeharden's modules, its ansible.cfg), the
-artifacts of every run under the state directory (`artifacts/<run id>`, the newest kept), an optional
-live status line per host, and the changes recorded by the `kubeharden_changes` callback.
+The audit and drift commands share it: the same environment (kubeharden's modules and roles over the user's own
+Ansible configuration), the artifacts of every run under the state directory (`artifacts/<run id>`, the newest
+kept), an optional live status line per host, and the changes recorded by the `kubeharden_changes` callback.
 """
 
 from __future__ import annotations
@@ -32,6 +32,18 @@ def quiet_env() -> dict[str, str]:
             "PYTHONWARNINGS": f"{own},{ignored}" if own else ignored}
 
 
+def user_config_env() -> dict[str, str]:
+    """The ansible.cfg of the directory the user runs kubeharden from, which Ansible would read there: ansible-runner
+    runs ansible-playbook from a directory of its own. ANSIBLE_CONFIG, ~/.ansible.cfg and /etc/ansible/ansible.cfg
+    are found by Ansible itself; a world-writable directory's file is ignored, as Ansible ignores it."""
+    if "ANSIBLE_CONFIG" in os.environ:
+        return {}
+    here = Path.cwd()
+    if (here / "ansible.cfg").is_file() and not here.stat().st_mode & 0o002:
+        return {"ANSIBLE_CONFIG": str(here / "ansible.cfg")}
+    return {}
+
+
 class RunError(RuntimeError):
     """A playbook could not be run at all (missing playbook, bad inventory)."""
 
@@ -39,17 +51,16 @@ class RunError(RuntimeError):
 def ansible_content() -> tuple[Path, dict[str, str]]:
     """Where kubeharden's playbooks are, and the environment that lets Ansible find their roles and modules:
     a checkout's directories (KUBEHARDEN_HOME, or the source tree this package runs from), else the collection
-    the installed wheel carries."""
+    the installed wheel carries. Nothing else: the user's Ansible configuration (ansible.cfg as Ansible finds it,
+    with its port, bastion, keys, vault, become and host key settings) stays in force."""
     home = os.environ.get("KUBEHARDEN_HOME")
     root = Path(home) if home else collection.checkout_root()
     if root is not None:
         return root / "playbooks", {
-            "ANSIBLE_CONFIG": str(root / "ansible.cfg"), "ANSIBLE_LIBRARY": str(root / "modules"),
-            "ANSIBLE_MODULE_UTILS": str(root / "module_utils"),
+            "ANSIBLE_LIBRARY": str(root / "modules"), "ANSIBLE_MODULE_UTILS": str(root / "module_utils"),
             "ANSIBLE_DOC_FRAGMENT_PLUGINS": str(root / "doc_fragments"), "ANSIBLE_ROLES_PATH": str(root / "roles")}
     if (BUNDLED / collection.COLLECTION_DIR).is_dir():
-        return BUNDLED / collection.COLLECTION_DIR / "playbooks", {
-            "ANSIBLE_CONFIG": str(BUNDLED / "ansible.cfg"), "ANSIBLE_COLLECTIONS_PATH": str(BUNDLED)}
+        return BUNDLED / collection.COLLECTION_DIR / "playbooks", {"ANSIBLE_COLLECTIONS_PATH": str(BUNDLED)}
     raise RunError(f"kubeharden's Ansible content is not installed ({BUNDLED} is missing): reinstall the wheel, or "
                    "set KUBEHARDEN_HOME to a kubeharden checkout")
 
@@ -124,6 +135,7 @@ def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path 
     with tempfile.TemporaryDirectory(prefix="kubeharden-run-") as private:
         changes_file = Path(private) / "changes.jsonl"
         envvars = {
+            **user_config_env(),
             **content_env,
             **quiet_env(),
             # ansible-playbook of the environment kubeharden runs in, even from a venv that is not activated
