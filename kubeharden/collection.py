@@ -12,6 +12,7 @@ The wheel carries the generated collection (setup.py), and `kubeharden collectio
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -144,6 +145,8 @@ def write(source: Path, target: Path) -> Path:
         (collection / "galaxy.yml").write_text(galaxy_yml(source))
         shutil.copy(source / "README.md", collection / "README.md")
         (staging / "ansible.cfg").write_text(ansible_cfg(source))
+        # The audit and kubeadm's bootstrap check read it there: the collection runs without the kubeharden package.
+        (collection / "playbooks/catalogue.json").write_text(json.dumps(catalogue_controls()))
         for name in ("ansible_collections", "ansible.cfg"):  # swap in the complete tree
             old = target / name
             if old.is_dir():
@@ -154,6 +157,12 @@ def write(source: Path, target: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target / COLLECTION_DIR
+
+
+def catalogue_controls() -> list[dict]:
+    from kubeharden import catalogue  # the catalogue finds the roles' defaults through this module's checkout_root
+
+    return catalogue.load()
 
 
 def build(output: Path, source: Path | None = None, bundled: Path | None = None) -> Path:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from kubeharden import collection
+from kubeharden import catalogue, collection
 from tests.conftest import ROOT
 
 MODULES = sorted(p.stem for p in (ROOT / "modules").glob("kubeharden_*.py"))
@@ -67,6 +68,21 @@ def test_its_playbooks_find_their_roles_by_the_collection(installed):
         done = subprocess.run(["ansible-playbook", "-i", str(ROOT / "inventories/example"), playbook,
                                "--syntax-check"], capture_output=True, text=True, env=installed, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_its_audit_reads_the_catalogue_it_carries(installed, tmp_path):
+    """The collection alone runs the audit: the catalogue travels inside it, the kubeharden package is not asked."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  children:\n    k8s_cluster:\n      hosts: {}\n")
+    done = subprocess.run(["ansible-playbook", "-i", str(inventory), f"{collection.FQCN}.audit", "-v"],
+                          capture_output=True, text=True, env={**installed, "ANSIBLE_NOCOLOR": "1"}, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tasks = dict(re.findall(r"TASK \[([^\]]+)\] \*+\n(\w+):", done.stdout))
+    assert tasks["Read the catalogue the collection carries"] == "ok", done.stdout
+    assert tasks["Ask the kubeharden package for its catalogue"] == "skipping", done.stdout
+    carried = json.loads((Path(installed["ANSIBLE_COLLECTIONS_PATH"]) / "ansible_collections/kubeharden/hardening"
+                          / "playbooks/catalogue.json").read_text())
+    assert {c["id"] for c in carried} == {c["id"] for c in catalogue.load()}
 
 
 def ensure_pip_bootstrap() -> None:
