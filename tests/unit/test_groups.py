@@ -22,7 +22,7 @@ def mapped_groups(tmp_path: Path, inventory: Path, *extra: str) -> tuple[subproc
     probe = tmp_path / "probe.yml"
     probe.write_text(yaml.safe_dump([
         {"name": "Groups", "ansible.builtin.import_playbook": str(ROOT / "playbooks/groups.yml")},
-        {"name": "Write them", "hosts": "localhost", "gather_facts": False, "connection": "local",
+        {"name": "Write them", "hosts": "localhost", "gather_facts": False, "connection": "local", "tags": ["always"],
          "tasks": [{"name": "Write", "ansible.builtin.copy": {"content": "{{ groups | to_json }}", "dest": str(out)}}]},
     ]))
     done = subprocess.run(["ansible-playbook", "-i", str(inventory), str(probe), *extra], capture_output=True,
@@ -39,8 +39,9 @@ def test_kubespray_names_are_read_as_they_are(tmp_path):
 
 
 def test_a_limited_run_still_knows_every_node(tmp_path):
-    """The firewall lets in every node of the cluster: a run on w1 alone must see the control-plane nodes too."""
-    done, groups = mapped_groups(tmp_path, KUBESPRAY, "--limit", "w1,localhost")
+    """The firewall lets in every node of the cluster: a run on w1 alone must see the control-plane nodes too, and
+    a run limited to one area's tags (drift's remediation) maps them as well."""
+    done, groups = mapped_groups(tmp_path, KUBESPRAY, "--limit", "w1,localhost", "--tags", "kubelet_config")
     assert done.returncode == 0, done.stdout[-2000:]
     assert sorted(groups["control_plane"]) == ["cp1", "cp2", "cp3"]
 
