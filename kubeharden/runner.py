@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -124,14 +125,15 @@ class Progress:
 
 def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path | None, extravars: dict | None = None,
                  limit: str | None = None, tags: list[str] | None = None, check: bool = False,
-                 progress: Progress | None = None) -> PlaybookRun:
+                 progress: Progress | None = None, extra_args: list[str] | None = None) -> PlaybookRun:
     import ansible_runner
 
     playbooks, content_env = ansible_content()
     playbook = playbooks / name
     if not playbook.exists():
         raise RunError(f"{playbook} not found: run kubeharden from its checkout or set KUBEHARDEN_HOME")
-    cmdline = " ".join((["--check", "--diff"] if check else []) + (["--tags", ",".join(tags)] if tags else [])) or None
+    cmdline = " ".join(shlex.quote(arg) for arg in (["--check", "--diff"] if check else [])
+                       + (["--tags", ",".join(tags)] if tags else []) + (extra_args or [])) or None
     with tempfile.TemporaryDirectory(prefix="kubeharden-run-") as private:
         changes_file = Path(private) / "changes.jsonl"
         envvars = {
