@@ -144,6 +144,7 @@ def write(source: Path, target: Path) -> Path:
         (collection / "meta/runtime.yml").write_text('---\nrequires_ansible: ">=2.17.0"\n')
         (collection / "galaxy.yml").write_text(galaxy_yml(source))
         shutil.copy(source / "README.md", collection / "README.md")
+        shutil.copy(source / "LICENSE", collection / "LICENSE")
         (staging / "ansible.cfg").write_text(ansible_cfg(source))
         # The audit and kubeadm's bootstrap check read it there: the collection runs without the kubeharden package.
         (collection / "playbooks/catalogue.json").write_text(json.dumps(catalogue_controls()))

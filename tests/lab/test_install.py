@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,14 @@ def test_the_command_works_with_no_checkout(venv, tmp_path):
     assert playbooks.is_relative_to(venv) and (playbooks / "site.yml").exists()  # the wheel's collection
     tarball = run(venv, "kubeharden", "collection", "build", "--output", str(tmp_path), cwd=tmp_path)
     assert tarball.returncode == 0 and Path(tarball.stdout.strip()).exists(), tarball.stderr
+    with tarfile.open(tarball.stdout.strip()) as packed:
+        assert "LICENSE" in packed.getnames() and "playbooks/catalogue.json" in packed.getnames()
+    # What pip shows of the license, and the license's text in the installed distribution.
+    metadata = run(venv, "python", "-c", "import importlib.metadata as m; d = m.distribution('kubeharden'); "
+                   "print(d.metadata['License-Expression']); print(*(f for f in d.files if f.name == 'LICENSE'))",
+                   cwd=tmp_path)
+    expression, license_file = metadata.stdout.split("\n")[:2]
+    assert expression == "Apache-2.0" and license_file.endswith("LICENSE"), metadata.stdout + metadata.stderr
 
 
 def test_lab_up_audit_and_down_from_the_wheel(venv, tmp_path):
