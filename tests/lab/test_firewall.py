@@ -183,8 +183,10 @@ def test_deliberate_lockout_is_rolled_back_and_ssh_comes_back(hardened):
 
 
 @pytest.mark.parametrize(("variables", "message"), [
-    ({"firewall_admin_cidrs": ["300.1.1.1/8"]}, "'300.1.1.1/8' is not an IP address or CIDR; nothing loaded"),
-    ({"firewall_extra_rules": [{"proto": "tcp", "ports": [70000]}]}, "70000 is not a port or port range"),
+    # Refused by the role's own checks (validate.yml) before any task, naming the variable.
+    ({"firewall_admin_cidrs": ["300.1.1.1/8"]}, "firewall_admin_cidrs: 300.1.1.1/8 is not an address or network"),
+    ({"firewall_extra_rules": [{"proto": "tcp", "ports": [70000]}]},
+     "firewall_extra_rules[0].ports: 70000 is not a port or FIRST-LAST range"),
     ({"firewall_admin_cidrs": ["203.0.113.0/24"]}, "loading it would lock the play out"),
 ])
 def test_bad_input_fails_before_anything_is_loaded(hardened, variables, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+from kubeharden.audit import EXIT_OK
 from kubeharden.lab import docker
 from kubeharden.lab.lab import Lab, Topology, etcdctl
 from tests.conftest import ROOT
@@ -172,6 +174,20 @@ def test_host_etcd_runs_as_etcd_user_with_tls(host_etcd_lab):
     assert sh(container, "test -e /etc/kubernetes/manifests/etcd.yaml", check=False).returncode == 1
     assert etcdctl(container, "endpoint", "health").returncode == 0
     assert "trixie" in sh(container, "cat /etc/os-release").stdout
+
+
+def test_host_etcd_is_audited_from_the_running_service(host_etcd_lab):
+    """The audit of section 2 on etcd as a host service (here, beside the lab it needs, not one more lab)."""
+    done = subprocess.run(["kubeharden", "audit", "-i", str(host_etcd_lab.inventory_path), "--controls",
+                           "2,1.1.11,1.1.12", "--format", "json"], capture_output=True, text=True)
+    report = json.loads(done.stdout)
+    assert done.returncode == EXIT_OK, report
+    results = {r["id"]: r for r in report["nodes"]["cp1"]["results"]}
+    assert {cid: r["status"] for cid, r in results.items() if cid.startswith("2.")} == {
+        "2.1": "pass", "2.2": "pass", "2.3": "pass", "2.4": "pass", "2.5": "pass", "2.6": "pass", "2.7": "pass"}
+    assert "running etcd process" in results["2.2"]["evidence"]
+    # The host service's data dir is etcd-owned (Debian's package), unlike kubeadm's static pod.
+    assert results["1.1.12"]["status"] == "pass" and results["1.1.11"]["status"] == "pass"
 
 
 def test_down_removes_only_what_the_lab_created(tmp_path):
