@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Exit codes: 0 nothing fails at or above --fail-on; 1 a control "
                                             "fails; 2 the audit is incomplete (unreachable host, bad inventory, "
                                             "a control in error).")
-    audit.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
+    _inventory_argument(audit)
     audit.add_argument("--limit", help="Ansible host pattern to audit only some nodes")
     audit.add_argument("--format", choices=sorted(FORMATS), default="table")
     audit.add_argument("--output", help="write the report to this file instead of standard output")
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs the audit and playbooks/site.yml in check and diff mode. Exit codes: 0 no drift; 1 a "
                     "control drifted (after --remediate: still drifted); 2 a node could not be checked or remediated, "
                     "or a control could not be judged.")
-    check.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
+    _inventory_argument(check)
     check.add_argument("--limit", help="Ansible host pattern to check only some nodes")
     check.add_argument("--format", choices=sorted(drift.FORMATS), default="table")
     check.add_argument("--output", help="write the report to this file instead of standard output")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The checks site.yml runs before any change (playbooks/validate.yml): each role's argument "
                     "spec, then ranges, networks, ports and rules between variables. Exit codes: 0 valid; 2 a "
                     "variable is not, or the inventory could not be read.")
-    validate.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
+    _inventory_argument(validate)
     validate.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VARS",
                           help="variables as ansible-playbook takes them (key=value, JSON or @file); repeatable")
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     images = commands.add_parser("images", help="every image the cluster runs, with the digest its node resolved "
                                                 "(the input of an image scanner)",
                                  description="Exit codes: 0 listed; 2 the cluster could not be read.")
-    images.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
+    _inventory_argument(images)
     images.add_argument("--format", choices=sorted(images_module.FORMATS), default="table")
     images.add_argument("--output", help="write the list to this file instead of standard output")
     show = commands.add_parser("report", help="what changed since the previous run; --html writes a report page")
@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--state-dir", help="where runs are recorded (default: $KUBEHARDEN_STATE_DIR, "
                                           "/var/lib/kubeharden for root, else ~/.local/state/kubeharden)")
     return parser
+
+
+def _inventory_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
