@@ -191,11 +191,7 @@ def run_validate_command(args: argparse.Namespace) -> int:
     check_inventory(args.inventory)
     run = run_playbook("validate.yml", args.inventory, run_id="validate", artifacts_dir=None,
                        extra_args=[arg for value in args.extra_vars for arg in ("-e", value)])
-    problems = run.host_errors()
-    for event in run.events:  # the last refusal per host: it names every problem (a role's own is rescued first)
-        data = event.get("event_data", {})
-        if event.get("event") == "runner_on_failed" and data.get("host"):
-            problems[data["host"]] = f"{data.get('task')}: {data.get('res', {}).get('msg', 'failed')}"
+    problems = run.host_errors()  # the last refusal per host names every problem (a role's own is rescued first)
     checked = sorted({e["event_data"]["host"] for e in run.events
                       if e.get("event") == "runner_on_ok" and e.get("event_data", {}).get("host")})
     for host, problem in sorted(problems.items()):

@@ -35,8 +35,6 @@ ANSIBLE_CORE_RELEASES = ("2.17", "2.18", "2.19")
 # The only sanity finding kept: kubeharden is Apache-2.0 (pyproject.toml), and validate-modules asks every module
 # for a GPLv3 header.
 SANITY_IGNORED = ("validate-modules:missing-gplv3-license",)
-# ansible.cfg settings that name the repository's own directories: the collection finds its content itself.
-CHECKOUT_SETTINGS = ("library", "module_utils", "doc_fragment_plugins", "roles_path", "inventory")
 
 
 def ansible_command(name: str) -> str:
@@ -112,16 +110,9 @@ def rewrite_filters(paths, used: re.Pattern) -> None:
             path.write_text(used.sub(lambda m: f"| {FQCN}.{m.group(1)}", text))
 
 
-def ansible_cfg(source: Path) -> str:
-    """The repository's ansible.cfg without the settings that point at its own directories."""
-    lines = [line for line in (source / "ansible.cfg").read_text().splitlines()
-             if line.split("=", 1)[0].strip() not in CHECKOUT_SETTINGS]
-    return "# Generated from the repository's ansible.cfg by kubeharden/collection.py.\n" + "\n".join(lines) + "\n"
-
-
 def write(source: Path, target: Path) -> Path:
-    """Write the collection under `target` (target/ansible_collections/kubeharden/hardening, plus an ansible.cfg
-    for running its playbooks) and return the collection's directory. A complete tree replaces the old one."""
+    """Write the collection under `target` (target/ansible_collections/kubeharden/hardening) and return the
+    collection's directory. A complete tree replaces the old one. No ansible.cfg goes with it: the user's is used."""
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".collection-", dir=target))
     try:
@@ -145,16 +136,14 @@ def write(source: Path, target: Path) -> Path:
         (collection / "galaxy.yml").write_text(galaxy_yml(source))
         shutil.copy(source / "README.md", collection / "README.md")
         shutil.copy(source / "LICENSE", collection / "LICENSE")
-        (staging / "ansible.cfg").write_text(ansible_cfg(source))
         # The audit and kubeadm's bootstrap check read it there: the collection runs without the kubeharden package.
         (collection / "playbooks/catalogue.json").write_text(json.dumps(catalogue_controls()))
-        for name in ("ansible_collections", "ansible.cfg"):  # swap in the complete tree
-            old = target / name
-            if old.is_dir():
-                shutil.rmtree(old)
-            elif old.exists():
-                old.unlink()
-            os.replace(staging / name, old)
+        old = target / "ansible_collections"  # swap in the complete tree
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+        os.replace(staging / "ansible_collections", old)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target / COLLECTION_DIR

@@ -82,7 +82,8 @@ class PlaybookRun:
             if event["event"] == "runner_on_unreachable":
                 errors[host] = "unreachable: " + str(data.get("res", {}).get("msg", "")).strip()
             elif event["event"] == "runner_on_failed" and not data.get("ignore_errors"):
-                errors.setdefault(host, f"{data.get('task')}: {data.get('res', {}).get('msg', 'failed')}")
+                # The last failure is the one that stopped the host: an earlier one may have been rescued.
+                errors[host] = f"{data.get('task')}: {data.get('res', {}).get('msg', 'failed')}"
         if self.rc != 0 and not errors:
             errors["(play)"] = f"ansible-playbook exited with {self.rc}: {self.stdout_tail}"
         return errors
