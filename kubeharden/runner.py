@@ -26,8 +26,10 @@ KEEP_ARTIFACTS = 20
 
 def quiet_env() -> dict[str, str]:
     """For Ansible commands whose output kubeharden reads or quotes: no colour codes, and no deprecation notice of
-    a third-party library (ansible-core's SSH agent support imports cryptography's DSA) in front of every error."""
-    ignored = "ignore::cryptography.utils.CryptographyDeprecationWarning"
+    a third-party library (ansible-core's SSH agent support imports cryptography's DSA) in front of every error.
+    Matched by its message: a -W filter naming the warning's class is refused at start-up, before site-packages
+    can be imported, and adds a line of its own."""
+    ignored = "ignore:DSA is deprecated"
     own = os.environ.get("PYTHONWARNINGS", "")
     return {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
             "PYTHONWARNINGS": f"{own},{ignored}" if own else ignored}

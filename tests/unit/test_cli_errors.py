@@ -31,3 +31,13 @@ def test_a_yaml_inventory_error_names_its_line_and_column(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"kubeharden: inventory {inventory} could not be parsed: line 5, column 5:"), error
     assert "while parsing a flow mapping at line 4, column 14" in error
+
+
+def test_an_inventory_ansible_cannot_parse_is_reported_without_warnings_of_other_libraries(tmp_path, capsys):
+    """ansible-inventory's refusal is quoted as it is: no Python start-up notice or third-party deprecation in it."""
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()  # empty: Ansible's refusal is short enough to be quoted whole
+    assert main(["audit", "-i", str(inventory)]) == EXIT_ERROR
+    error = capsys.readouterr().err
+    assert error.startswith(f"kubeharden: inventory {inventory} could not be parsed:"), error
+    assert "Warning" not in error and "-W option" not in error, error
