@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,6 @@ from kubeharden.runner import Progress, RunError, quiet_env, run_playbook
 AUDIT_TASK = "Evaluate every control that applies to the node"
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
-# Every status a control can end in, as the table marks it; the last three decide nothing (the score leaves them
-# out, JUnit counts them as skipped).
-STATUS_MARKS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "manual": "MANUAL", "not_applicable": "N/A",
-                "exception": "EXCEPTION"}
-UNDECIDED = ("manual", "not_applicable", "exception")
 
 
 class AuditError(RuntimeError):
@@ -166,156 +160,3 @@ def audit_and_record(inventory: str, limit: str | None = None, include: list[str
                        progress=progress)
     history.write_record(state, report.record(run_id, "audit", started, inventory))
     return report
-
-
-def detail(result: dict) -> str:
-    """Why a result is what it is: its reason, else what was expected and what the node showed."""
-    return result.get("reason") or f"expected {result.get('expected')}; {result.get('evidence')}"
-
-
-# -- formats ---------------------------------------------------------------------------------------------
-
-def to_table(report: AuditReport, verbose: bool = False) -> str:
-    lines = []
-    for node in sorted(report.results):
-        counts = Counter(r["status"] for r in report.results[node])
-        lines.append(f"== {node}: score {report.score(node)}% ({counts['pass']} pass, {counts['fail']} fail, "
-                     f"{counts['error']} error, {counts['manual']} manual, {counts['not_applicable']} n/a"
-                     + (f", {counts['exception']} exception" if counts["exception"] else "") + ")")
-        version = report.versions.get(node)
-        lines.append(f"   Kubernetes {version or '(no kubelet found)'}: {catalogue.benchmark_for(version or None)}")
-        by_section: dict[str, list[dict]] = defaultdict(list)
-        for result in report.results[node]:
-            by_section[report.controls[result["id"]]["section"]].append(result)
-        for section, results in by_section.items():
-            shown = results if verbose else [r for r in results if r["status"] in ("fail", "error")]
-            passed = sum(r["status"] == "pass" for r in results)
-            lines.append(f"  {section}: {passed}/{len(results)} pass")
-            for r in shown:
-                control = report.controls[r["id"]]
-                mark = STATUS_MARKS[r["status"]]
-                lines.append(f"    {mark:6} {r['id']:10} [{control['severity']}] {control['title']}")
-                lines.append(f"           {detail(r)}")
-                if r["status"] == "fail":
-                    lines.append(f"           fix: {catalogue.fix_text(report.fix(node, r['id']))}")
-    lines += _exposure_table(report)
-    for node, error in sorted(report.host_errors.items()):
-        lines.append(f"== {node}: NOT AUDITED: {error}")
-    if not report.limited:
-        lines += [f"== NOT JUDGED: {len(ids)} selected control(s) for {roles} nodes: no audited host is one "
-                  f"({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}). {UNJUDGED_HINT}"
-                  for roles, ids in sorted(report.unjudged_roles().items())]
-    return "\n".join(lines) + "\n"
-
-
-UNJUDGED_HINT = ("Check the inventory's groups: control_plane (or kubespray's kube_control_plane), etcd, workers "
-                 "(or kube_node), or map yours with kubeharden_groups; the cluster's controls are read from the "
-                 "first control-plane host.")
-
-
-EXPOSURE = "KH-EXP-1"
-
-
-def _exposure_table(report: AuditReport) -> list[str]:
-    """What the cluster exposes outside its network, one row each (KH-EXP-1, read once per cluster)."""
-    for node, results in sorted(report.results.items()):
-        found = next((r for r in results if r["id"] == EXPOSURE and isinstance(r.get("actual"), list)), None)
-        if found is not None:
-            rows = [row.split(": ", 1) for row in found["actual"]]
-            width = max((len(what) for what, _how in rows), default=0)
-            return [f"== Exposed outside the cluster network ({EXPOSURE}, read from {node}): {len(rows)}",
-                    *(f"   {what:{width}}  {how}" for what, how in rows)]
-    return []
-
-
-def to_json(report: AuditReport) -> str:
-    return json.dumps({"nodes": {node: {"score": report.score(node), "kubernetes": report.versions.get(node, ""),
-                                        "benchmark": catalogue.benchmark_for(report.versions.get(node) or None),
-                                        "results": results}
-                                 for node, results in sorted(report.results.items())},
-                       "errors": report.host_errors,
-                       "unjudged": {} if report.limited else report.unjudged_roles()}, indent=2) + "\n"
-
-
-def to_junit(report: AuditReport) -> str:
-    suites = ET.Element("testsuites", name="kubeharden audit")
-    for node, results in sorted(report.results.items()):
-        counts = Counter(r["status"] for r in results)
-        suite = ET.SubElement(suites, "testsuite", name=node, tests=str(len(results)),
-                              failures=str(counts["fail"]), errors=str(counts["error"]),
-                              skipped=str(sum(counts[status] for status in UNDECIDED)))
-        for r in results:
-            control = report.controls[r["id"]]
-            case = ET.SubElement(suite, "testcase", classname=f"{node}.{control['section']}",
-                                 name=f"{r['id']} {control['title']}")
-            if r["status"] == "fail":
-                ET.SubElement(case, "failure", message=detail(r), type=control["severity"]).text = \
-                    f"fix: {catalogue.fix_text(report.fix(node, r['id']))}"
-            elif r["status"] == "error":
-                ET.SubElement(case, "error", message=detail(r))
-            elif r["status"] in UNDECIDED:
-                ET.SubElement(case, "skipped", message=f"{r['status']}: {detail(r)}")
-    for node, error in sorted(report.host_errors.items()):
-        suite = ET.SubElement(suites, "testsuite", name=node, tests="1", failures="0", errors="1")
-        ET.SubElement(ET.SubElement(suite, "testcase", name="reachable"), "error", message=error)
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def to_sarif(report: AuditReport) -> str:
-    level = {"high": "error", "medium": "warning", "low": "note"}
-    rules = [{"id": c["id"], "name": c["id"], "shortDescription": {"text": c["title"]},
-              "properties": {"severity": c["severity"], "section": c["section"], "benchmark": c["benchmark"]},
-              "help": {"text": f"Fixed by {catalogue.fix_text(catalogue.remediation_for(c))}"}}
-             for c in report.controls.values()]
-    results = []
-    for node, node_results in sorted(report.results.items()):
-        for r in node_results:
-            if r["status"] not in ("fail", "error"):
-                continue
-            control = report.controls[r["id"]]
-            results.append({
-                "ruleId": r["id"], "level": "error" if r["status"] == "error" else level[control["severity"]],
-                "message": {"text": f"{node}: {detail(r)}"},
-                "locations": [{"logicalLocations": [{"name": node, "kind": "node"}]}]})
-    sarif = {"version": "2.1.0", "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-             "runs": [{"tool": {"driver": {"name": "kubeharden", "rules": rules}}, "results": results}]}
-    return json.dumps(sarif, indent=2) + "\n"
-
-
-def label(value: str) -> str:
-    """A Prometheus label value, escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
-def to_prometheus(report: AuditReport) -> str:
-    lines = ["# HELP kubeharden_control_passed 1 if the control passes on the node, 0 if it fails.",
-             "# TYPE kubeharden_control_passed gauge"]
-    for node, results in sorted(report.results.items()):
-        for r in results:
-            if r["status"] in ("pass", "fail"):
-                c = report.controls[r["id"]]
-                lines.append(f'kubeharden_control_passed{{node="{label(node)}",control="{r["id"]}",'
-                             f'severity="{c["severity"]}",section="{label(c["section"])}"}} '
-                             f'{1 if r["status"] == "pass" else 0}')
-    lines += ["# HELP kubeharden_controls Controls on the node by result status.", "# TYPE kubeharden_controls gauge"]
-    for node, results in sorted(report.results.items()):
-        counts = Counter(r["status"] for r in results)
-        for status in STATUS_MARKS:
-            lines.append(f'kubeharden_controls{{node="{label(node)}",status="{status}"}} {counts[status]}')
-    lines += ["# HELP kubeharden_node_score Percentage of decided controls that pass.",
-              "# TYPE kubeharden_node_score gauge"]
-    lines += [f'kubeharden_node_score{{node="{label(n)}"}} {report.score(n)}' for n in sorted(report.results)]
-    lines += ["# HELP kubeharden_node_audited 1 if the node could be audited.", "# TYPE kubeharden_node_audited gauge"]
-    lines += [f'kubeharden_node_audited{{node="{label(n)}"}} 1' for n in sorted(report.results)]
-    lines += [f'kubeharden_node_audited{{node="{label(n)}"}} 0' for n in sorted(report.host_errors)]
-    lines += ["# HELP kubeharden_certificate_expiry_days Days until the certificate expires (negative: expired).",
-              "# TYPE kubeharden_certificate_expiry_days gauge"]
-    for node, certificates in sorted(report.certificates.items()):
-        for cert in certificates:
-            lines.append(f'kubeharden_certificate_expiry_days{{node="{label(node)}",certificate="{label(cert["name"])}",'
-                         f'subject="{label(cert.get("subject") or "")}",managed_by="{cert.get("managed_by", "")}"}} '
-                         f'{cert["days_left"]}')
-    return "\n".join(lines) + "\n"
-
-
-FORMATS = {"table": to_table, "json": to_json, "junit": to_junit, "sarif": to_sarif, "prometheus": to_prometheus}

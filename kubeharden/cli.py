@@ -9,9 +9,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from kubeharden import __version__, collection, drift, history, report
+from kubeharden import __version__, collection, drift, history
 from kubeharden import images as images_module
-from kubeharden.audit import FORMATS, AuditError, audit_and_record, check_inventory, to_table
+from kubeharden.audit import AuditError, audit_and_record, check_inventory
+from kubeharden.formats import FORMATS, render
+from kubeharden.formats import history as history_report
 from kubeharden.lab import addons, cluster, kube_bench, kubernetes, runtime
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "a control in error).")
     _inventory_argument(audit)
     audit.add_argument("--limit", help="Ansible host pattern to audit only some nodes")
-    audit.add_argument("--format", choices=sorted(FORMATS), default="table")
+    audit.add_argument("--format", choices=sorted(FORMATS["audit"]), default="table")
     audit.add_argument("--output", help="write the report to this file instead of standard output")
     audit.add_argument("--controls", action="append", metavar="ID",
                        help="only these controls, by ID or prefix (1.2, KH-OS); repeatable or comma-separated")
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "or a control could not be judged.")
     _inventory_argument(check)
     check.add_argument("--limit", help="Ansible host pattern to check only some nodes")
-    check.add_argument("--format", choices=sorted(drift.FORMATS), default="table")
+    check.add_argument("--format", choices=sorted(FORMATS["drift"]), default="table")
     check.add_argument("--output", help="write the report to this file instead of standard output")
     check.add_argument("--remediate", action="store_true",
                        help="apply the fixes of the drifted controls only (site.yml by tag), then check again")
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(the input of an image scanner)",
                                  description="Exit codes: 0 listed; 2 the cluster could not be read.")
     _inventory_argument(images)
-    images.add_argument("--format", choices=sorted(images_module.FORMATS), default="table")
+    images.add_argument("--format", choices=sorted(FORMATS["images"]), default="table")
     images.add_argument("--output", help="write the list to this file instead of standard output")
     show = commands.add_parser("report", help="what changed since the previous run; --html writes a report page")
     show.add_argument("--html", metavar="FILE", help="write a self-contained HTML report to FILE")
@@ -172,18 +174,18 @@ def write_textfile(directory: str, text: str) -> None:
 def run_audit_command(args: argparse.Namespace) -> int:
     result = audit_and_record(args.inventory, args.limit, _split(args.controls), _split(args.skip),
                               history.state_dir(args.state_dir), Progress("audit", enabled=args.progress))
-    _emit(to_table(result, args.verbose) if args.format == "table" else FORMATS[args.format](result), args.output)
+    _emit(render("audit", args.format, result, args.verbose), args.output)
     if args.textfile_dir:
-        write_textfile(args.textfile_dir, FORMATS["prometheus"](result))
+        write_textfile(args.textfile_dir, render("audit", "prometheus", result))
     return result.exit_code(args.fail_on)
 
 
 def run_drift_command(args: argparse.Namespace) -> int:
     result = drift.run_drift(args.inventory, args.limit, history.state_dir(args.state_dir), args.remediate,
                              args.progress)
-    _emit(drift.FORMATS[args.format](result), args.output)
+    _emit(render("drift", args.format, result), args.output)
     if args.textfile_dir:
-        write_textfile(args.textfile_dir, drift.to_prometheus_drift(result))
+        write_textfile(args.textfile_dir, render("drift", "prometheus", result))
     return result.exit_code()
 
 
@@ -204,9 +206,9 @@ def run_validate_command(args: argparse.Namespace) -> int:
 
 def run_report_command(args: argparse.Namespace) -> int:
     records = history.load_records(history.state_dir(args.state_dir), last=args.runs)
-    sys.stdout.write(report.to_text(records))
+    sys.stdout.write(history_report.to_text(records))
     if args.html:
-        report.write_html(records, args.html)
+        history_report.write_html(records, args.html)
         print(f"HTML report: {args.html}")
     return 0
 
@@ -294,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_drift_command(args)
         if args.command == "images":
             rows = images_module.list_images(args.inventory, history.state_dir(None) / "artifacts")
-            _emit(images_module.FORMATS[args.format](rows), args.output)
+            _emit(render("images", args.format, rows), args.output)
             return 0
         if args.command == "report":
             return run_report_command(args)

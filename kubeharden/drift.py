@@ -12,14 +12,11 @@ check again.
 
 from __future__ import annotations
 
-import json
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from kubeharden import catalogue, history
-from kubeharden.audit import AuditReport, detail, label, run_audit, to_prometheus
+from kubeharden.audit import AuditReport, run_audit
 from kubeharden.runner import Progress, run_playbook
 
 EXIT_CLEAN, EXIT_DRIFTED, EXIT_ERROR = 0, 1, 2
@@ -128,138 +125,3 @@ def run_drift(inventory: str, limit: str | None = None, state: Path | None = Non
 
 def _status(audit: AuditReport, node: str, control_id: str) -> str | None:
     return next((r["status"] for r in audit.results.get(node, []) if r["id"] == control_id), None)
-
-
-# -- formats ---------------------------------------------------------------------------------------------
-
-def _indent(text: str, prefix: str = "        ") -> list[str]:
-    return [prefix + line for line in text.splitlines()]
-
-
-def _node_lines(report: DriftReport, node: str) -> list[str]:
-    entry, audit = report.nodes[node], report.audit
-    results = {r["id"]: r for r in audit.results[node]}
-    failing = [r for r in audit.results[node] if r["status"] == "fail"]
-    lines = [f"== {node}: {len(entry['drifted'])} drifted, {len(failing)} failing, {len(entry['pending'])} pending "
-             f"change(s), score {audit.score(node)}%" + ("" if entry["baseline"] else " (no earlier drift run: "
-                                                          "every failing control with a pending fix counts)")]
-    for cid in entry["drifted"]:
-        control, result = audit.controls[cid], results[cid]
-        lines.append(f"  DRIFTED {cid:10} [{control['severity']}] {control['title']}")
-        lines.append(f"          {detail(result)}")
-        lines.append(f"          fix: {catalogue.fix_text(audit.fix(node, cid))}")
-        for change in entry["pending"]:
-            if cid in change["controls"]:
-                lines.append(f"          would restore ({change['task']}):")
-                lines += _indent(change["diff"] or "(no diff shown by the task)", "            ")
-    if entry["expected_failures"]:
-        lines.append(f"  failing in the hardened state too (not drift): {', '.join(entry['expected_failures'])}")
-    for change in entry["pending"]:
-        if not change["controls"]:
-            lines.append(f"  pending change tied to no failing control: {change['task']} [{', '.join(change['tags'])}]")
-            lines += _indent(change["diff"], "            ")
-    why: dict[str, list[str]] = {}  # one reason often stops many controls (the apiserver answers none of them)
-    for cid in entry.get("unjudged", []):
-        why.setdefault(detail(results[cid]), []).append(cid)
-    for reason, ids in why.items():
-        lines.append(f"  NOT JUDGED {', '.join(ids)}: {reason}")
-    if entry.get("check_error"):
-        lines.append(f"  CHECK INCOMPLETE: {entry['check_error']}")
-    return lines
-
-
-def to_table(report: DriftReport, verbose: bool = False) -> str:
-    lines = []
-    if report.before:
-        lines.append("Before remediation:")
-        lines += ["  " + line for node in sorted(report.before.nodes) for line in _node_lines(report.before, node)]
-        fix = report.remediation
-        lines.append(f"Remediation: site.yml on {', '.join(fix['nodes'])} with tags {', '.join(fix['tags'])} "
-                     f"(exit {fix['rc']})")
-        for node, ids in sorted(fix["fixed"].items()):
-            lines.append(f"  {node}: fixed {', '.join(ids) or 'nothing'}")
-        for node, error in sorted(fix["errors"].items()):
-            lines.append(f"  {node}: REMEDIATION FAILED: {error}")
-        lines.append("After remediation:")
-    for node in sorted(report.nodes):
-        lines += _node_lines(report, node)
-    for node, error in sorted(report.errors.items()):
-        if node not in report.nodes or not report.nodes[node].get("check_error"):
-            lines.append(f"== {node}: NOT CHECKED: {error}")
-    total = sum(len(ids) for ids in report.drifted().values())
-    unchecked = sorted(set(report.errors) - set(report.nodes))
-    lines.append(f"{total} drifted control(s) on {len(report.drifted())} of {len(report.nodes)} node(s); "
-                 + (f"{len(unchecked)} node(s) not checked and nothing remediated there "
-                    f"({', '.join(unchecked)}); " if unchecked else "") + f"run {report.run_id}")
-    return "\n".join(lines) + "\n"
-
-
-def _json_report(report: DriftReport) -> dict:
-    data = {"run": report.run_id, "time": report.time,
-            "nodes": {node: {**entry, "score": report.audit.score(node)}
-                      for node, entry in sorted(report.nodes.items())},
-            "errors": report.errors}
-    if report.remediation:
-        data["remediation"] = report.remediation
-        data["before"] = _json_report(report.before)
-    return data
-
-
-def to_json(report: DriftReport) -> str:
-    return json.dumps(_json_report(report), indent=2) + "\n"
-
-
-def to_junit(report: DriftReport) -> str:
-    suites = ET.Element("testsuites", name="kubeharden drift")
-    for node, entry in sorted(report.nodes.items()):
-        results = report.audit.results[node]
-        unjudged = entry.get("unjudged", [])
-        suite = ET.SubElement(suites, "testsuite", name=node, tests=str(len(results)),
-                              failures=str(len(entry["drifted"])),
-                              errors=str(len(unjudged) + (1 if entry.get("check_error") else 0)))
-        for result in results:
-            control = report.audit.controls[result["id"]]
-            case = ET.SubElement(suite, "testcase", classname=f"{node}.{control['section']}",
-                                 name=f"{result['id']} {control['title']}")
-            if result["id"] in entry["drifted"]:
-                diffs = [change["diff"] for change in entry["pending"] if result["id"] in change["controls"]]
-                ET.SubElement(case, "failure", message=f"drifted: {result['evidence']}",
-                              type=control["severity"]).text = "\n".join(diffs)
-            elif result["id"] in unjudged:
-                ET.SubElement(case, "error", message=f"not judged: {detail(result)}")
-        if entry.get("check_error"):
-            ET.SubElement(ET.SubElement(suite, "testcase", name="check mode"), "error", message=entry["check_error"])
-    for node, error in sorted(report.errors.items()):
-        if node not in report.nodes:
-            suite = ET.SubElement(suites, "testsuite", name=node, tests="1", failures="0", errors="1")
-            ET.SubElement(ET.SubElement(suite, "testcase", name="reachable"), "error", message=error)
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def to_prometheus_drift(report: DriftReport) -> str:
-    """The audit's metrics plus drift: per drifted control, per node counts, and when the run happened."""
-    lines = [to_prometheus(report.audit).rstrip("\n"),
-             "# HELP kubeharden_control_drifted 1 for each control that drifted from the hardened state on the node.",
-             "# TYPE kubeharden_control_drifted gauge"]
-    for node, entry in sorted(report.nodes.items()):
-        for cid in entry["drifted"]:
-            control = report.audit.controls[cid]
-            lines.append(f'kubeharden_control_drifted{{node="{label(node)}",control="{cid}",'
-                         f'severity="{control["severity"]}",section="{label(control["section"])}"}} 1')
-    for name, help_text, value in (
-            ("kubeharden_drifted_controls", "Controls that drifted on the node.", lambda e: len(e["drifted"])),
-            ("kubeharden_pending_changes", "Changes the hardening playbooks would make on the node.",
-             lambda e: len(e["pending"])),
-            ("kubeharden_drift_checked", "1 if the node's check-mode run completed.",
-             lambda e: 0 if e.get("check_error") else 1)):
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        lines += [f'{name}{{node="{label(node)}"}} {value(entry)}' for node, entry in sorted(report.nodes.items())]
-    lines += ["# HELP kubeharden_drift_last_run_timestamp_seconds When this drift run started.",
-              "# TYPE kubeharden_drift_last_run_timestamp_seconds gauge",
-              f"kubeharden_drift_last_run_timestamp_seconds {datetime.fromisoformat(report.time).timestamp():.0f}",
-              "# HELP kubeharden_drift_run_errors Nodes the run could not check or audit.",
-              "# TYPE kubeharden_drift_run_errors gauge", f"kubeharden_drift_run_errors {len(report.errors)}"]
-    return "\n".join(lines) + "\n"
-
-
-FORMATS = {"table": to_table, "json": to_json, "junit": to_junit, "prometheus": to_prometheus_drift}

@@ -4,7 +4,7 @@ container: the input an image scanner (Trivy, Grype) takes, without kubeharden s
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from kubeharden.audit import AuditError, check_inventory
@@ -40,22 +40,6 @@ def running_images(pods: dict) -> list[RunningImage]:
                                          container["name"], container.get("image", ""),
                                          resolved.get(container["name"], "")))
     return sorted(rows, key=lambda r: (r.namespace, r.pod, r.container))
-
-
-def to_table(rows: list[RunningImage]) -> str:
-    header = RunningImage("NAMESPACE", "POD", "NODE", "CONTAINER", "IMAGE", "DIGEST")
-    widths = [max(len(getattr(r, field)) for r in [header, *rows]) for field in RunningImage.__dataclass_fields__]
-    lines = ["  ".join(f"{getattr(r, field):{width}}" for field, width in
-                       zip(RunningImage.__dataclass_fields__, widths, strict=True)).rstrip() for r in [header, *rows]]
-    distinct = len({r.digest or r.image for r in rows})
-    return "\n".join(lines) + f"\n{len(rows)} container(s), {distinct} distinct image(s)\n"
-
-
-def to_json(rows: list[RunningImage]) -> str:
-    return json.dumps({"images": [asdict(r) for r in rows]}, indent=2) + "\n"
-
-
-FORMATS = {"table": to_table, "json": to_json}
 
 
 def list_images(inventory: str, artifacts_dir: Path | None = None,

@@ -13,7 +13,8 @@ import yaml
 
 from kubeharden import catalogue
 from kubeharden.audit import AuditReport
-from kubeharden.drift import DriftReport, classify, to_prometheus_drift
+from kubeharden.drift import DriftReport, classify
+from kubeharden.formats.prometheus import drift as to_prometheus_drift
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/kubeharden-rules.yml"

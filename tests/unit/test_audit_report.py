@@ -4,17 +4,13 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kubeharden import catalogue
-from kubeharden.audit import (
-    EXIT_ERROR,
-    EXIT_FAILED,
-    EXIT_OK,
-    AuditReport,
-    to_json,
-    to_junit,
-    to_prometheus,
-    to_sarif,
-    to_table,
-)
+from kubeharden.audit import EXIT_ERROR, EXIT_FAILED, EXIT_OK, AuditReport
+from kubeharden.formats import render
+from kubeharden.formats.data import audit as to_json
+from kubeharden.formats.junit import audit as to_junit
+from kubeharden.formats.prometheus import audit as to_prometheus
+from kubeharden.formats.sarif import audit as to_sarif
+from kubeharden.formats.table import audit as to_table
 
 CONTROLS = {c["id"]: c for c in catalogue.load()
             if c["id"] in ("1.2.15", "1.2.5", "4.2.13", "KH-OS-9.2", "KH-EXP-1")}
@@ -131,7 +127,7 @@ def test_images_in_use_are_listed_per_container_with_the_digest_the_node_resolve
         ("app", "pending", "", "api", "registry.example.com/api:2", ""),
         ("shop", "web", "w1", "nginx", "nginx:1.27", "docker.io/library/nginx@sha256:22"),
         ("shop", "web", "w1", "setup", "busybox:1.36", "docker.io/library/busybox@sha256:11")]
-    table = images.to_table(rows)
+    table = render("images", "table", rows)
     assert table.splitlines()[0].split() == ["NAMESPACE", "POD", "NODE", "CONTAINER", "IMAGE", "DIGEST"]
     assert table.rstrip().endswith("3 container(s), 3 distinct image(s)")
-    assert json.loads(images.to_json(rows))["images"][1]["digest"] == "docker.io/library/nginx@sha256:22"
+    assert json.loads(render("images", "json", rows))["images"][1]["digest"] == "docker.io/library/nginx@sha256:22"

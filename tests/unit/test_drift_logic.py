@@ -9,19 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from kubeharden import catalogue, history, report
+from kubeharden import catalogue, history
 from kubeharden.ansible_plugins.callback.kubeharden_changes import render_diff
 from kubeharden.audit import AuditReport
-from kubeharden.drift import (
-    EXIT_CLEAN,
-    EXIT_DRIFTED,
-    EXIT_ERROR,
-    DriftReport,
-    classify,
-    to_junit,
-    to_prometheus_drift,
-    to_table,
-)
+from kubeharden.drift import EXIT_CLEAN, EXIT_DRIFTED, EXIT_ERROR, DriftReport, classify
+from kubeharden.formats import history as report
+from kubeharden.formats.junit import drift as to_junit
+from kubeharden.formats.prometheus import drift as to_prometheus_drift
+from kubeharden.formats.table import drift as to_table
 from kubeharden.runner import Progress
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""`kubeharden report`: what changed since the previous run, and a self-contained HTML page of the history.
+"""The history of runs (`kubeharden report`): what changed since the previous run, as text, and a self-contained
+HTML page.
 
 The page needs nothing but a browser: styles inline, the score trend of each node drawn as inline SVG, every
 text escaped. Its parts: one card per node (score, trend, drifted and failing controls), what changed since the
@@ -11,7 +12,7 @@ import html
 from pathlib import Path
 
 from kubeharden import catalogue
-from kubeharden.audit import detail
+from kubeharden.formats.common import detail
 
 
 def node_history(records: list[dict], node: str) -> list[tuple[dict, dict]]:
