@@ -7,11 +7,12 @@ import os
 import subprocess
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import yaml
 
-from kubeharden import catalogue, history
+from kubeharden import catalogue, history, waivers
 from kubeharden.collection import ansible_command
 from kubeharden.runner import Progress, RunError, quiet_env, run_playbook
 
@@ -34,6 +35,7 @@ class AuditReport:
     etcd: dict[str, str] = field(default_factory=dict)  # node -> how etcd runs there (static_pod, host, none)
     artifacts: str = ""  # ansible-runner's artifact directory of the run
     limited: bool = False  # run with --limit: controls of roles outside the limit are left unjudged on purpose
+    waivers: list[dict] = field(default_factory=list)  # each waiver's state and use (kubeharden.waivers.apply)
 
     def unjudged_roles(self) -> dict[str, list[str]]:
         """Node roles no audited host had, with the selected controls only they would have judged: an inventory
@@ -70,7 +72,7 @@ class AuditReport:
                 # Passing results keep only their status: records stay small for large fleets.
                 "results": [{k: r.get(k) for k in (("id", "status") if r["status"] == "pass" else
                                                    ("id", "status", "expected", "evidence", "reason"))}
-                            for r in results],
+                            | ({"waiver": r["waiver"]} if "waiver" in r else {}) for r in results],
                 "certificates": [{k: c.get(k) for k in ("name", "subject", "days_left", "managed_by")}
                                  for c in self.certificates.get(node, [])]}
 
@@ -78,9 +80,16 @@ class AuditReport:
         """The run's history record (kubeharden.history)."""
         return {"id": run_id, "kind": kind, "time": started, "inventory": str(Path(inventory).absolute()),
                 "nodes": {node: self.node_entry(node) for node in self.results}, "errors": dict(self.host_errors),
-                "artifacts": self.artifacts}
+                "artifacts": self.artifacts, "waivers": self.waivers}
 
     def score(self, node: str) -> float:
+        """Passing controls among those decided; a waived control counts as the failure it is."""
+        counts = Counter(r["status"] for r in self.results[node])
+        decided = counts["pass"] + counts["fail"] + counts["error"] + counts["waived"]
+        return round(100.0 * counts["pass"] / decided, 1) if decided else 100.0
+
+    def score_with_waivers(self, node: str) -> float:
+        """The score with the waived controls left out, as the operator accepted them."""
         counts = Counter(r["status"] for r in self.results[node])
         decided = counts["pass"] + counts["fail"] + counts["error"]
         return round(100.0 * counts["pass"] / decided, 1) if decided else 100.0
@@ -107,7 +116,8 @@ def yaml_problem(path: Path) -> str:
     return ""
 
 
-def check_inventory(inventory: str) -> None:
+def check_inventory(inventory: str) -> dict:
+    """The inventory as Ansible reads it (`ansible-inventory --list`), or AuditError saying why it cannot be used."""
     if problem := yaml_problem(Path(inventory)):
         raise AuditError(f"inventory {inventory} could not be parsed: {problem}")
     result = subprocess.run([ansible_command("ansible-inventory"), "-i", inventory, "--list"], capture_output=True,
@@ -123,12 +133,26 @@ def check_inventory(inventory: str) -> None:
                               for group in KNOWN_GROUPS):
         raise AuditError(f"inventory {inventory} has none of the groups {', '.join(KNOWN_GROUPS)}, and no "
                          "kubeharden_groups maps its own (playbooks/groups.yml)")
+    return listed
+
+
+def inventory_waivers(listed: dict) -> waivers.Waivers:
+    """The inventory's kubeharden_waivers, checked against the whole catalogue; AuditError names every problem."""
+    try:
+        return waivers.from_inventory(listed, {c["id"] for c in catalogue.load()})
+    except waivers.WaiverError as error:
+        raise AuditError("invalid waivers, nothing audited:\n  " + str(error).replace("\n", "\n  ")) from None
+
+
+def today() -> date:
+    """The date waivers expire against (UTC, as the history's times)."""
+    return datetime.now(UTC).date()
 
 
 def run_audit(inventory: str, limit: str | None = None, include: list[str] | None = None,
               skip: list[str] | None = None, *, run_id: str = "audit", artifacts_dir: Path | None = None,
               progress: Progress | None = None) -> AuditReport:
-    check_inventory(inventory)
+    accepted = inventory_waivers(check_inventory(inventory))
     controls = catalogue.select(catalogue.load(), include, skip)
     if not controls:
         raise AuditError("no control matches --controls/--skip")
@@ -147,6 +171,7 @@ def run_audit(inventory: str, limit: str | None = None, include: list[str] | Non
             report.etcd[data["host"]] = data["res"].get("etcd", "")
     report.host_errors = run.host_errors()
     report.artifacts = run.artifacts
+    report.waivers = waivers.apply(report.results, accepted, today())
     return report
 
 

@@ -7,11 +7,12 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 
-from kubeharden import __version__, collection, drift, history
+from kubeharden import __version__, collection, drift, history, waivers
 from kubeharden import images as images_module
-from kubeharden.audit import AuditError, audit_and_record, check_inventory
+from kubeharden.audit import AuditError, audit_and_record, check_inventory, inventory_waivers, run_audit, today
 from kubeharden.formats import FORMATS, render
 from kubeharden.formats import history as history_report
 from kubeharden.lab import addons, cluster, kube_bench, kubernetes, runtime
@@ -116,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VARS",
                           help="variables as ansible-playbook takes them (key=value, JSON or @file); repeatable")
 
+    waive = commands.add_parser(
+        "waive", help="write waivers (kubeharden_waivers) for every control failing now, for review",
+        description="--baseline audits the inventory and writes one waiver per failing control (its failing "
+                    "nodes as hosts) with reason TODO, which the validation refuses until a person writes one. "
+                    "Exit codes: 0 written; 2 the audit could not run.")
+    _inventory_argument(waive)
+    waive.add_argument("--baseline", action="store_true", required=True,
+                       help="one waiver for every control failing now")
+    waive.add_argument("--owner", required=True, help="who answers for the waivers (a team or a person)")
+    waive.add_argument("--expires", required=True, type=_future_date, metavar="YYYY-MM-DD",
+                       help="when the waivers expire")
+    waive.add_argument("--limit", help="Ansible host pattern to audit only some nodes")
+    waive.add_argument("--controls", action="append", metavar="ID", help="only these controls, by ID or prefix")
+    waive.add_argument("--output", help="write the waivers to this file instead of standard output")
+
     packaging = commands.add_parser("collection", help="the Ansible collection kubeharden.hardening")
     packaging_commands = packaging.add_subparsers(dest="collection_command", required=True)
     tarball = packaging_commands.add_parser(
@@ -134,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--state-dir", help="where runs are recorded (default: $KUBEHARDEN_STATE_DIR, "
                                           "/var/lib/kubeharden for root, else ~/.local/state/kubeharden)")
     return parser
+
+
+def _future_date(text: str) -> date:
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    if day <= today():
+        raise argparse.ArgumentTypeError(f"{text} is not in the future")
+    return day
 
 
 def _inventory_argument(parser: argparse.ArgumentParser) -> None:
@@ -190,7 +216,7 @@ def run_drift_command(args: argparse.Namespace) -> int:
 
 
 def run_validate_command(args: argparse.Namespace) -> int:
-    check_inventory(args.inventory)
+    inventory_waivers(check_inventory(args.inventory))
     run = run_playbook("validate.yml", args.inventory, run_id="validate", artifacts_dir=None,
                        extra_args=[arg for value in args.extra_vars for arg in ("-e", value)])
     problems = run.host_errors()  # the last refusal per host names every problem (a role's own is rescued first)
@@ -286,7 +312,7 @@ def check_output_path(output: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("audit", "drift", "images"):
+        if args.command in ("audit", "drift", "images", "waive"):
             check_output_path(args.output)
         if args.command == "lab":
             return run_lab(args)
@@ -300,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             return run_report_command(args)
+        if args.command == "waive":
+            found = run_audit(args.inventory, args.limit, _split(args.controls), run_id="waive",
+                              artifacts_dir=history.state_dir(None) / "artifacts")
+            _emit(waivers.baseline(found.results, found.controls, args.owner, args.expires, today()), args.output)
+            return EXIT_ERROR if found.host_errors else 0
         if args.command == "validate":
             return run_validate_command(args)
         if args.command == "collection":

@@ -7,7 +7,10 @@ having drifted: such a control fails in the hardened state too (docs/exceptions.
 *expected failure*. Pending changes tied to no failing control are listed as well, and so are the controls the
 audit could not judge (status error: an apiserver restarting, a file unreadable): such a run is not clean.
 `--remediate` runs `site.yml` limited to the drifted nodes and to the drifted controls' tags, then runs the drift
-check again.
+check again. A waived control (kubeharden.waivers) is never drift; when the hardening would still change it (the
+role's variable does not keep the waived value), its tags are left out of the remediation on every node, and the
+report says which drifted controls stay unfixed because of it. Baselines are read from earlier runs on the same
+inventory: two clusters that both name a node cp1 do not mix.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def classify(controls: dict[str, dict], results: list[dict], changes: list[dict]
     before = {r["id"]: r["status"] for r in (previous or {}).get("results", [])}
     drifted_before = set((previous or {}).get("drifted", []))
     drifted, expected = [], []
+    # A waived control whose fix is pending: running its tags would undo what the operator accepted.
+    waived = [r["id"] for r in results if r["status"] == "waived" and tags(r["id"]) & pending_tags]
     for result in results:
         if result["status"] != "fail" or not tags(result["id"]) & pending_tags:
             continue
@@ -44,11 +49,12 @@ def classify(controls: dict[str, dict], results: list[dict], changes: list[dict]
         (expected if accepted else drifted).append(result["id"])
     pending = [{"task": change["task"], "tags": change["tags"], "diff": change["diff"],
                 "controls": [cid for cid in drifted + expected
-                             if tags(cid) & set(change["tags"])]}
+                             if tags(cid) & set(change["tags"])],
+                "waived": [cid for cid in waived if tags(cid) & set(change["tags"])]}
                for change in changes if not change["failed"]]
     unjudged = [r["id"] for r in results if r["status"] == "error"]
     return {"drifted": drifted, "expected_failures": expected, "pending": pending, "unjudged": unjudged,
-            "baseline": previous is not None}
+            "waived_pending": waived, "baseline": previous is not None}
 
 
 @dataclass
@@ -89,7 +95,7 @@ def check(inventory: str, limit: str | None, state: Path, progress: bool | None)
                        limit=limit, check=True, progress=Progress("check", enabled=progress))
     report = DriftReport(run_id, started, audit, errors=dict(audit.host_errors))
     check_errors = run.host_errors()
-    previous = history.baselines(state, sorted(audit.results), ("drift", "remediate"))
+    previous = history.baselines(state, sorted(audit.results), ("drift", "remediate"), inventory)
     for node, results in sorted(audit.results.items()):
         changes = [change for change in run.changes if change["host"] == node]
         report.nodes[node] = classify(audit.controls, results, changes, previous.get(node), audit.etcd.get(node))
@@ -110,17 +116,33 @@ def run_drift(inventory: str, limit: str | None = None, state: Path | None = Non
         return report
     # Every step of a drifted control's fix: a restored setting may need a follow-up its check mode cannot
     # predict (4.2.9: serverTLSBootstrap back on, then the new serving certificate request approved).
-    tags = sorted({tag for node, ids in drifted.items() for cid in ids for tag in report.audit.fix(node, cid)["tags"]})
+    wanted = {tag for node, ids in drifted.items() for cid in ids for tag in report.audit.fix(node, cid)["tags"]}
+    withheld = withheld_tags(report, sorted(drifted))
+    tags = sorted(wanted - {tag for by_control in withheld.values() for ts in by_control.values() for tag in ts})
+    unfixable = {node: [cid for cid in ids if not set(report.audit.fix(node, cid)["tags"]) & set(tags)]
+                 for node, ids in drifted.items()}
+    if not tags:
+        report.remediation = {"tags": [], "nodes": sorted(drifted), "rc": None, "errors": {}, "fixed": {},
+                              "withheld": withheld, "left_drifted": unfixable}
+        return report
     run = run_playbook(HARDENING_PLAYBOOK, inventory, run_id=f"{report.run_id}-remediate",
                        artifacts_dir=state / "artifacts", limit=",".join(sorted(drifted)), tags=tags,
                        progress=Progress("remediate", enabled=progress))
     after = check(inventory, limit, state, progress)  # the record just written is its baseline
     after.remediation = {"tags": tags, "nodes": sorted(drifted), "rc": run.rc, "errors": run.host_errors(),
                          "fixed": {node: [cid for cid in ids if _status(after.audit, node, cid) == "pass"]
-                                   for node, ids in drifted.items()}}
+                                   for node, ids in drifted.items()},
+                         "withheld": withheld, "left_drifted": {n: ids for n, ids in unfixable.items() if ids}}
     after.before = report
     history.write_record(state, after.record(inventory, "remediate"))
     return after
+
+
+def withheld_tags(report: DriftReport, nodes: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Per node to remediate: each waived control whose fix is pending, with the tags that would undo it. One run
+    of site.yml takes one tag list for every node, so these tags are left out everywhere."""
+    return {node: {cid: report.audit.fix(node, cid)["tags"] for cid in report.nodes[node]["waived_pending"]}
+            for node in nodes if report.nodes.get(node, {}).get("waived_pending")}
 
 
 def _status(audit: AuditReport, node: str, control_id: str) -> str | None:

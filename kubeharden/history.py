@@ -82,12 +82,14 @@ def load_records(state: Path, last: int | None = None) -> list[dict]:
     return sorted(records, key=lambda r: (r["time"], r["id"]))
 
 
-def baselines(state: Path, nodes: list[str], kinds: tuple[str, ...]) -> dict[str, dict]:
-    """Each node's entry in the newest record of one of `kinds` that holds it; reads only as far back as needed."""
+def baselines(state: Path, nodes: list[str], kinds: tuple[str, ...], inventory: str) -> dict[str, dict]:
+    """Each node's entry in the newest record of one of `kinds` on the same inventory that holds it (node names
+    repeat across clusters); reads only as far back as needed."""
     found: dict[str, dict] = {}
     wanted = set(nodes)
+    same = str(Path(inventory).absolute())
     for record in newest_first(state):
-        if record["kind"] in kinds:
+        if record["kind"] in kinds and str(Path(record.get("inventory") or "").absolute()) == same:
             missing = wanted - found.keys()
             found.update({node: entry for node, entry in record["nodes"].items() if node in missing})
         if len(found) == len(nodes):

@@ -9,12 +9,15 @@ from kubeharden import catalogue
 
 
 def audit(report, verbose: bool = False) -> str:
-    return json.dumps({"nodes": {node: {"score": report.score(node), "kubernetes": report.versions.get(node, ""),
+    return json.dumps({"nodes": {node: {"score": report.score(node),
+                                        "score_with_waivers": report.score_with_waivers(node),
+                                        "kubernetes": report.versions.get(node, ""),
                                         "benchmark": catalogue.benchmark_for(report.versions.get(node) or None),
                                         "results": results}
                                  for node, results in sorted(report.results.items())},
                        "errors": report.host_errors,
-                       "unjudged": {} if report.limited else report.unjudged_roles()}, indent=2) + "\n"
+                       "unjudged": {} if report.limited else report.unjudged_roles(),
+                       "waivers": report.waivers}, indent=2) + "\n"
 
 
 def _drift_data(report) -> dict:
@@ -24,6 +27,7 @@ def _drift_data(report) -> dict:
             "errors": report.errors}
     if report.remediation:
         data["remediation"] = report.remediation
+    if report.before:
         data["before"] = _drift_data(report.before)
     return data
 

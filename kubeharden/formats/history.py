@@ -12,7 +12,7 @@ import html
 from pathlib import Path
 
 from kubeharden import catalogue
-from kubeharden.formats.common import detail
+from kubeharden.formats.common import detail, waiver_text
 
 
 def node_history(records: list[dict], node: str) -> list[tuple[dict, dict]]:
@@ -125,14 +125,16 @@ def to_html(records: list[dict], trend_runs: int = 30) -> str:
         parts.append(f"<tr><td>{e(node)}</td><td>{e(', '.join(change['newly_failing'])) or '-'}</td>"
                      f"<td>{e(', '.join(change['newly_passing'])) or '-'}</td>"
                      f"<td>{e(', '.join(change['drifted'])) or '-'}</td></tr>")
-    parts.append("</table><h2>Failing controls</h2><table><tr><th>Node</th><th>Control</th><th>Severity</th>"
+    parts.append("</table><h2>Failing and waived controls</h2><table><tr><th>Node</th><th>Control</th><th>Severity</th>"
                  "<th>Evidence</th><th>Fixed by</th></tr>")
     for node, entry in sorted(latest["nodes"].items()):
-        for result in sorted((r for r in entry["results"] if r["status"] in ("fail", "error")),
+        for result in sorted((r for r in entry["results"] if r["status"] in ("fail", "error", "waived")),
                              key=lambda r: catalogue.sort_key(r["id"])):
             control = controls.get(result["id"], {"title": "(not in this catalogue)", "severity": "low",
                                                   "remediation": {"role": "?", "variable": "?", "tags": []}})
             drift = " <span class='tag drift'>drifted</span>" if result["id"] in entry.get("drifted", []) else ""
+            if result["status"] == "waived":
+                drift += f" <span class='tag low'>waived</span><br><i>{e(waiver_text(result['waiver']))}</i>"
             evidence = detail(result)
             fix = catalogue.fix_text(catalogue.remediation_for(control, entry.get("etcd")))
             parts.append(f"<tr><td>{e(node)}</td><td><b>{e(result['id'])}</b>{drift}<br>{e(control['title'])}</td>"

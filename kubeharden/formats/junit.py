@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 
 from kubeharden import catalogue
-from kubeharden.formats.common import UNDECIDED, detail
+from kubeharden.formats.common import UNDECIDED, detail, waiver_text
 
 
 def _case(suite: ET.Element, node: str, control: dict) -> ET.Element:
@@ -30,7 +30,7 @@ def audit(report, verbose: bool = False) -> str:
         counts = Counter(r["status"] for r in results)
         suite = ET.SubElement(suites, "testsuite", name=node, tests=str(len(results)),
                               failures=str(counts["fail"]), errors=str(counts["error"]),
-                              skipped=str(sum(counts[status] for status in UNDECIDED)))
+                              skipped=str(sum(counts[status] for status in (*UNDECIDED, "waived"))))
         for r in results:
             control = report.controls[r["id"]]
             case = _case(suite, node, control)
@@ -41,6 +41,8 @@ def audit(report, verbose: bool = False) -> str:
                 ET.SubElement(case, "error", message=detail(r))
             elif r["status"] in UNDECIDED:
                 ET.SubElement(case, "skipped", message=f"{r['status']}: {detail(r)}")
+            elif r["status"] == "waived":
+                ET.SubElement(case, "skipped", message=f"waived: {waiver_text(r['waiver'])}; {detail(r)}")
     for node, error in sorted(report.host_errors.items()):
         _unreachable(suites, node, error)
     return _text(suites)
@@ -63,6 +65,8 @@ def drift(report, verbose: bool = False) -> str:
                               type=control["severity"]).text = "\n".join(diffs)
             elif result["id"] in unjudged:
                 ET.SubElement(case, "error", message=f"not judged: {detail(result)}")
+            elif result["status"] == "waived":
+                ET.SubElement(case, "skipped", message=f"waived: {waiver_text(result['waiver'])}")
         if entry.get("check_error"):
             ET.SubElement(ET.SubElement(suite, "testcase", name="check mode"), "error", message=entry["check_error"])
     for node, error in sorted(report.errors.items()):

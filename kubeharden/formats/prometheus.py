@@ -13,6 +13,27 @@ def _gauge(name: str, help_text: str) -> list[str]:
     return [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
 
 
+def _waivers(report) -> list[str]:
+    """Each waived result, and each waiver's days left, expiring and unused state (deploy/prometheus alerts)."""
+    lines = _gauge("kubeharden_control_waived", "1 for each failing control a waiver accepts on the node.")
+    for node, results in sorted(report.results.items()):
+        for r in results:
+            if r["status"] == "waived":
+                lines.append(f'kubeharden_control_waived{{node="{label(node)}",control="{r["id"]}",'
+                             f'owner="{label(r["waiver"]["owner"])}",expires="{r["waiver"]["expires"]}"}} 1')
+    for name, help_text, value in (
+            ("kubeharden_waiver_expiry_days", "Days until the waiver expires (negative: expired, its control is "
+                                              "judged again).", lambda w: w["days_left"]),
+            ("kubeharden_waiver_expiring", "1 if the waiver expires within kubeharden_waiver_warn_days.",
+             lambda w: int(w["state"] == "expiring")),
+            ("kubeharden_waiver_unused", "1 if the waiver matches no failing result: remove it.",
+             lambda w: int(w["unused"]))):
+        lines += _gauge(name, help_text)
+        lines += [f'{name}{{waiver="{w["index"]}",control="{w["control"]}",owner="{label(w["owner"])}",'
+                  f'hosts="{label(w["hosts"])}"}} {value(w)}' for w in report.waivers]
+    return lines
+
+
 def audit(report, verbose: bool = False) -> str:
     lines = _gauge("kubeharden_control_passed", "1 if the control passes on the node, 0 if it fails.")
     for node, results in sorted(report.results.items()):
@@ -29,6 +50,10 @@ def audit(report, verbose: bool = False) -> str:
             lines.append(f'kubeharden_controls{{node="{label(node)}",status="{status}"}} {counts[status]}')
     lines += _gauge("kubeharden_node_score", "Percentage of decided controls that pass.")
     lines += [f'kubeharden_node_score{{node="{label(n)}"}} {report.score(n)}' for n in sorted(report.results)]
+    lines += _gauge("kubeharden_node_score_with_waivers", "The node's score with its waived controls left out.")
+    lines += [f'kubeharden_node_score_with_waivers{{node="{label(n)}"}} {report.score_with_waivers(n)}'
+              for n in sorted(report.results)]
+    lines += _waivers(report)
     lines += _gauge("kubeharden_node_audited", "1 if the node could be audited.")
     lines += [f'kubeharden_node_audited{{node="{label(n)}"}} 1' for n in sorted(report.results)]
     lines += [f'kubeharden_node_audited{{node="{label(n)}"}} 0' for n in sorted(report.host_errors)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from kubeharden import catalogue
-from kubeharden.formats.common import detail
+from kubeharden.formats.common import detail, waiver_text
 
 LEVELS = {"high": "error", "medium": "warning", "low": "note"}
 
@@ -18,13 +18,17 @@ def audit(report, verbose: bool = False) -> str:
     results = []
     for node, node_results in sorted(report.results.items()):
         for r in node_results:
-            if r["status"] not in ("fail", "error"):
+            if r["status"] not in ("fail", "error", "waived"):
                 continue
             control = report.controls[r["id"]]
-            results.append({
+            found = {
                 "ruleId": r["id"], "level": "error" if r["status"] == "error" else LEVELS[control["severity"]],
                 "message": {"text": f"{node}: {detail(r)}"},
-                "locations": [{"logicalLocations": [{"name": node, "kind": "node"}]}]})
+                "locations": [{"logicalLocations": [{"name": node, "kind": "node"}]}]}
+            if r["status"] == "waived":  # SARIF's own way to say a finding was accepted, and by whom
+                found["suppressions"] = [{"kind": "external", "status": "accepted",
+                                          "justification": waiver_text(r["waiver"])}]
+            results.append(found)
     sarif = {"version": "2.1.0", "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
              "runs": [{"tool": {"driver": {"name": "kubeharden", "rules": rules}}, "results": results}]}
     return json.dumps(sarif, indent=2) + "\n"

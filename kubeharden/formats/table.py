@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 from dataclasses import astuple
 
 from kubeharden import catalogue
-from kubeharden.formats.common import STATUS_MARKS, detail
+from kubeharden.formats.common import NOTEWORTHY, STATUS_MARKS, detail, waiver_states, waiver_text
 
 UNJUDGED_HINT = ("Check the inventory's groups: control_plane (or kubespray's kube_control_plane), etcd, workers "
                  "(or kube_node), or map yours with kubeharden_groups; the cluster's controls are read from the "
@@ -20,16 +20,19 @@ def audit(report, verbose: bool = False) -> str:
     lines = []
     for node in sorted(report.results):
         counts = Counter(r["status"] for r in report.results[node])
-        lines.append(f"== {node}: score {report.score(node)}% ({counts['pass']} pass, {counts['fail']} fail, "
+        waived = (f" ({report.score_with_waivers(node)}% with {counts['waived']} waived)" if counts["waived"]
+                  else "")
+        lines.append(f"== {node}: score {report.score(node)}%{waived} ({counts['pass']} pass, {counts['fail']} fail, "
                      f"{counts['error']} error, {counts['manual']} manual, {counts['not_applicable']} n/a"
-                     + (f", {counts['exception']} exception" if counts["exception"] else "") + ")")
+                     + (f", {counts['exception']} exception" if counts["exception"] else "")
+                     + (f", {counts['waived']} waived" if counts["waived"] else "") + ")")
         version = report.versions.get(node)
         lines.append(f"   Kubernetes {version or '(no kubelet found)'}: {catalogue.benchmark_for(version or None)}")
         by_section: dict[str, list[dict]] = defaultdict(list)
         for result in report.results[node]:
             by_section[report.controls[result["id"]]["section"]].append(result)
         for section, results in by_section.items():
-            shown = results if verbose else [r for r in results if r["status"] in ("fail", "error")]
+            shown = results if verbose else [r for r in results if r["status"] in NOTEWORTHY]
             passed = sum(r["status"] == "pass" for r in results)
             lines.append(f"  {section}: {passed}/{len(results)} pass")
             for r in shown:
@@ -37,9 +40,14 @@ def audit(report, verbose: bool = False) -> str:
                 mark = STATUS_MARKS[r["status"]]
                 lines.append(f"    {mark:6} {r['id']:10} [{control['severity']}] {control['title']}")
                 lines.append(f"           {detail(r)}")
+                if r["status"] == "waived":
+                    lines.append(f"           waived: {waiver_text(r['waiver'])}")
+                if r.get("waiver_expired"):
+                    lines.append(f"           waiver EXPIRED: {waiver_text(r['waiver_expired'])}")
                 if r["status"] == "fail":
                     lines.append(f"           fix: {catalogue.fix_text(report.fix(node, r['id']))}")
     lines += _exposure(report)
+    lines += waivers(report.waivers)
     for node, error in sorted(report.host_errors.items()):
         lines.append(f"== {node}: NOT AUDITED: {error}")
     if not report.limited:
@@ -59,6 +67,21 @@ def _exposure(report) -> list[str]:
             return [f"== Exposed outside the cluster network ({EXPOSURE}, read from {node}): {len(rows)}",
                     *(f"   {what:{width}}  {how}" for what, how in rows)]
     return []
+
+
+def waivers(summaries: list[dict]) -> list[str]:
+    """The waivers that need a person: expired ones (their controls fail again), expiring ones, unused ones."""
+    lines = []
+    for state, waiver in waiver_states(summaries):
+        where = f"{waiver['control']} on {waiver['hosts']}"
+        if state == "expired":
+            lines.append(f"== Waiver EXPIRED {-waiver['days_left']} day(s) ago, {where}: the control is judged again "
+                         f"({', '.join(waiver['failing_on']) or 'passing everywhere'} failing). {waiver_text(waiver)}")
+        elif state == "expiring":
+            lines.append(f"== Waiver expiring in {waiver['days_left']} day(s), {where}: {waiver_text(waiver)}")
+        else:
+            lines.append(f"== Waiver unused, {where}: no failing result matches it; remove it. {waiver_text(waiver)}")
+    return lines
 
 
 def _indent(text: str, prefix: str = "        ") -> list[str]:
@@ -83,8 +106,12 @@ def _drift_node(report, node: str) -> list[str]:
                 lines += _indent(change["diff"] or "(no diff shown by the task)", "            ")
     if entry["expected_failures"]:
         lines.append(f"  failing in the hardened state too (not drift): {', '.join(entry['expected_failures'])}")
+    for cid in entry.get("waived_pending", []):
+        fix = audit_report.fix(node, cid)
+        lines.append(f"  WAIVED  {cid:10} yet site.yml would change it back: set {fix['variable']} to the waived value "
+                     f"(README, Waivers); drift --remediate leaves its tags out ({', '.join(fix['tags'])})")
     for change in entry["pending"]:
-        if not change["controls"]:
+        if not change["controls"] and not change.get("waived"):
             lines.append(f"  pending change tied to no failing control: {change['task']} [{', '.join(change['tags'])}]")
             lines += _indent(change["diff"], "            ")
     why: dict[str, list[str]] = {}  # one reason often stops many controls (the apiserver answers none of them)
@@ -101,17 +128,26 @@ def drift(report, verbose: bool = False) -> str:
     """Per node: the drifted controls with the diff that restores each, then the remediation (when one ran) and a
     one-line summary."""
     lines = []
-    if report.before:
-        lines.append("Before remediation:")
-        lines += ["  " + line for node in sorted(report.before.nodes) for line in _drift_node(report.before, node)]
+    if report.remediation:
+        if report.before:
+            lines.append("Before remediation:")
+            lines += ["  " + line for node in sorted(report.before.nodes)
+                      for line in _drift_node(report.before, node)]
         fix = report.remediation
         lines.append(f"Remediation: site.yml on {', '.join(fix['nodes'])} with tags {', '.join(fix['tags'])} "
-                     f"(exit {fix['rc']})")
+                     f"(exit {fix['rc']})" if fix["tags"] else
+                     "Remediation: nothing run, every drifted control's tags would undo a waiver")
+        for node, by_control in sorted(fix.get("withheld", {}).items()):
+            for cid, tags in by_control.items():
+                lines.append(f"  {node}: tags {', '.join(tags)} left out: they would undo waived {cid}")
+        for node, ids in sorted(fix.get("left_drifted", {}).items()):
+            lines.append(f"  {node}: left drifted (their tags are left out): {', '.join(ids)}")
         for node, ids in sorted(fix["fixed"].items()):
             lines.append(f"  {node}: fixed {', '.join(ids) or 'nothing'}")
         for node, error in sorted(fix["errors"].items()):
             lines.append(f"  {node}: REMEDIATION FAILED: {error}")
-        lines.append("After remediation:")
+        if report.before:
+            lines.append("After remediation:")
     for node in sorted(report.nodes):
         lines += _drift_node(report, node)
     for node, error in sorted(report.errors.items()):

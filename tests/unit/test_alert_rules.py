@@ -30,6 +30,10 @@ def promtool() -> str:
     return found
 
 
+WAIVER = {"reason": "accepted", "owner": "platform", "expires": "2026-12-08", "hosts": "all", "resources": [],
+          "waived_on": [], "failing_on": [], "unused": False}
+
+
 def metrics() -> str:
     """Real exporter output: cp1 with a drifted control and two long-failing ones, two certificates."""
     controls = {c["id"]: c for c in catalogue.load() if c["id"] in ("1.2.15", "1.2.1", "4.2.1", "1.2.2")}
@@ -39,7 +43,9 @@ def metrics() -> str:
                         certificates={"cp1": [{"name": "apiserver", "subject": "CN=kube-apiserver", "days_left": 20,
                                                "managed_by": "kubeadm"},
                                               {"name": "kubelet-client", "subject": "CN=system:node:cp1",
-                                               "days_left": 5, "managed_by": "kubelet"}]})
+                                               "days_left": 5, "managed_by": "kubelet"}]},
+                        waivers=[WAIVER | {"index": 0, "control": "1.2.2", "state": "expiring", "days_left": 10},
+                                 WAIVER | {"index": 1, "control": "4.2.1", "state": "expired", "days_left": -3}])
     change = {"task": "manifest", "tags": ["control_plane_apiserver"], "diff": "", "failed": False}
     entry = classify(controls, results, [change], {"results": [results[1]], "drifted": []})
     return to_prometheus_drift(DriftReport("r", "2026-11-28T12:00:00+00:00", audit, {"cp1": entry}))
@@ -70,7 +76,8 @@ def test_both_forms_hold_the_same_rules():
 
 def test_every_metric_a_rule_reads_is_exported():
     exported = {line.split("{")[0].split(" ")[0] for line in metrics().splitlines() if line and line[0] != "#"}
-    used = set(re.findall(r"kubeharden_[a-z_]+", RULES.read_text()))
+    exprs = " ".join(rule["expr"] for rule in yaml.safe_load(RULES.read_text())["groups"][0]["rules"])
+    used = set(re.findall(r"kubeharden_[a-z_]+", exprs))  # descriptions name variables too, not metrics
     assert used <= exported, used - exported
 
 
@@ -94,6 +101,12 @@ def test_promtool_accepts_the_rules_and_they_fire_on_real_metrics(tmp_path):
                                         "managed_by": "kubelet", "severity": "critical"}}]},
         {"eval_time": "40m", "alertname": "KubehardenNodeNotChecked", "exp_alerts": []},
         {"eval_time": "5m", "alertname": "KubehardenDriftRunsStopped", "exp_alerts": []},
+        {"eval_time": "5m", "alertname": "KubehardenWaiverExpiring",
+         "exp_alerts": [{"exp_labels": {"waiver": "0", "control": "1.2.2", "owner": "platform", "hosts": "all",
+                                        "severity": "info"}}]},
+        {"eval_time": "5m", "alertname": "KubehardenWaiverExpired",
+         "exp_alerts": [{"exp_labels": {"waiver": "1", "control": "4.2.1", "owner": "platform", "hosts": "all",
+                                        "severity": "warning"}}]},
         # The apiserver's count of the image policy's denials (kubeharden-image-policy), not kubeharden's metrics.
         {"eval_time": "20m", "alertname": "KubehardenImagePolicyRefused",
          "exp_alerts": [{"exp_labels": {"policy_binding": "kubeharden-image-policy", "enforcement_action": "deny",

@@ -147,8 +147,10 @@ def test_history_is_private_atomic_pruned_and_ordered(tmp_path, monkeypatch):
     records = history.load_records(tmp_path)
     assert [r["time"][:10] for r in records] == ["2026-11-22", "2026-11-23", "2026-11-24"]
     assert [r["time"][:10] for r in history.load_records(tmp_path, last=2)] == ["2026-11-23", "2026-11-24"]
-    assert history.baselines(tmp_path, ["cp1", "w9"], ("drift",)) == {"cp1": records[-1]["nodes"]["cp1"]}
-    assert history.baselines(tmp_path, ["cp1"], ("audit",)) == {}
+    assert history.baselines(tmp_path, ["cp1", "w9"], ("drift",), "hosts.yml") == {"cp1": records[-1]["nodes"]["cp1"]}
+    assert history.baselines(tmp_path, ["cp1"], ("audit",), "hosts.yml") == {}
+    # Another cluster's cp1 is another node: its records are no baseline here.
+    assert history.baselines(tmp_path, ["cp1"], ("drift",), "other/hosts.yml") == {}
 
 
 def test_a_broken_record_is_reported_by_name(tmp_path):
