@@ -24,7 +24,7 @@ def _drift_data(report) -> dict:
     data = {"run": report.run_id, "time": report.time,
             "nodes": {node: {**entry, "score": report.audit.score(node)}
                       for node, entry in sorted(report.nodes.items())},
-            "errors": report.errors}
+            "errors": report.errors, "waivers": report.audit.waivers}
     if report.remediation:
         data["remediation"] = report.remediation
     if report.before:

@@ -75,8 +75,9 @@ def waivers(summaries: list[dict]) -> list[str]:
     for state, waiver in waiver_states(summaries):
         where = f"{waiver['control']} on {waiver['hosts']}"
         if state == "expired":
+            now = f"failing on {', '.join(waiver['failing_on'])}" if waiver["failing_on"] else "it passes now"
             lines.append(f"== Waiver EXPIRED {-waiver['days_left']} day(s) ago, {where}: the control is judged again "
-                         f"({', '.join(waiver['failing_on']) or 'passing everywhere'} failing). {waiver_text(waiver)}")
+                         f"({now}). {waiver_text(waiver)}")
         elif state == "expiring":
             lines.append(f"== Waiver expiring in {waiver['days_left']} day(s), {where}: {waiver_text(waiver)}")
         else:
@@ -150,6 +151,7 @@ def drift(report, verbose: bool = False) -> str:
             lines.append("After remediation:")
     for node in sorted(report.nodes):
         lines += _drift_node(report, node)
+    lines += waivers(report.audit.waivers)
     for node, error in sorted(report.errors.items()):
         if node not in report.nodes or not report.nodes[node].get("check_error"):
             lines.append(f"== {node}: NOT CHECKED: {error}")

@@ -15,8 +15,10 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 
 from kubeharden.drift import EXIT_CLEAN
 from kubeharden.lab import docker
@@ -196,6 +198,69 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert "<svg" in page and "cp1" in page and "4.2.9" in page  # trend drawn, fixed controls listed
     assert len(list((state / "history").glob("*.json"))) == 3  # baseline, before and after remediation
+
+
+def test_waivers_keep_what_they_accept_through_remediation_and_every_state_is_reported(drift_lab, tmp_path):
+    """On the hardened lab, one waiver in each state: admin.conf opened again on cp1 (active waiver) and w1's
+    read-only port (a waiver expiring in 10 days) stay as they are through drift --remediate, whose tags leave them
+    out; the firewall port opened on cp1 under an expired waiver is drift and is closed; a waiver of a control that
+    passes is unused. The nodes themselves are read before and after, not only the report."""
+    lab, state = drift_lab, tmp_path / "state"
+    today = datetime.now(UTC).date()
+    waiver_file = lab.group_vars_path.parent / "waivers.yml"
+    common = {"reason": "accepted in the lab test", "owner": "platform"}
+    waiver_file.write_text(yaml.safe_dump({"kubeharden_waivers": [
+        {"control": "1.1.13", "hosts": "control_plane", "expires": str(today + timedelta(days=90)), **common},
+        {"control": "4.2.4", "hosts": "w1", "expires": str(today + timedelta(days=10)), **common},
+        {"control": "KH-FW-2", "hosts": "cp1", "expires": str(today - timedelta(days=1)), **common},
+        {"control": "1.2.6", "expires": str(today + timedelta(days=90)), **common}]}))
+    try:
+        on(lab, "cp1", "chmod 644 /etc/kubernetes/admin.conf")
+        on(lab, "w1", "sed -i 's/^readOnlyPort: 0$/readOnlyPort: 10255/' /var/lib/kubelet/config.yaml")
+        on(lab, "cp1", "nft add rule inet kubeharden input tcp dport 31338 accept")
+
+        code, fixed = drift(lab, state, "--remediate")
+        assert code == EXIT_CLEAN, fixed
+        before = fixed["before"]
+        assert drifted(before) == {"cp1": {"KH-FW-2"}}, before["nodes"]
+        assert before["nodes"]["cp1"]["waived_pending"] == ["1.1.13"]
+        assert before["nodes"]["w1"]["waived_pending"] == ["4.2.4"]
+        assert fixed["remediation"]["tags"] == ["firewall"] and fixed["remediation"]["nodes"] == ["cp1"]
+        assert fixed["remediation"]["withheld"] == {"cp1": {"1.1.13": ["control_plane_files"]}}
+        assert fixed["remediation"]["fixed"] == {"cp1": ["KH-FW-2"]}
+        # The nodes: the waived deviations are as they were made, the expired waiver's port is closed.
+        assert on(lab, "cp1", "stat -c %a /etc/kubernetes/admin.conf").strip() == "644"
+        assert "readOnlyPort: 10255" in on(lab, "w1", "grep ^readOnlyPort: /var/lib/kubelet/config.yaml")
+        assert "31338" not in on(lab, "cp1", "nft list table inet kubeharden")
+
+        selected = "1.1.13,4.2.4,KH-FW-2,1.2.6"
+        audit = subprocess.run(["kubeharden", "audit", "-i", str(lab.inventory_path), "--state-dir", str(state),
+                                "--controls", selected, "--format", "json", "--no-progress"],
+                               capture_output=True, text=True)
+        assert audit.returncode == 0, audit.stdout[-2000:] + audit.stderr  # waived controls do not fail the run
+        report = json.loads(audit.stdout)
+        statuses = {node: {r["id"]: r["status"] for r in entry["results"]} for node, entry in report["nodes"].items()}
+        assert statuses["cp1"] == {"1.1.13": "waived", "1.2.6": "pass", "4.2.4": "pass", "KH-FW-2": "pass"}, statuses
+        assert statuses["w1"] == {"4.2.4": "waived", "KH-FW-2": "pass"}, statuses  # its waiver names w1 only
+        admin = next(r for r in report["nodes"]["cp1"]["results"] if r["id"] == "1.1.13")
+        assert "644" in admin["evidence"] and admin["waiver"]["owner"] == "platform"  # the evidence is still read
+        assert report["nodes"]["cp1"]["score"] < report["nodes"]["cp1"]["score_with_waivers"] == 100.0
+        assert [(w["control"], w["state"], w["unused"]) for w in report["waivers"]] == [
+            ("1.1.13", "active", False), ("4.2.4", "expiring", False), ("KH-FW-2", "expired", False),
+            ("1.2.6", "active", True)]
+        table = subprocess.run(["kubeharden", "audit", "-i", str(lab.inventory_path), "--state-dir", str(state),
+                                "--controls", selected, "--no-progress"], capture_output=True, text=True).stdout
+        assert "== cp1: score 75.0% (100.0% with 1 waived) (3 pass, 0 fail, 0 error, 0 manual, 0 n/a, 1 waived)" \
+            in table, table
+        assert "    WAIVED 1.1.13" in table and "waived: kubeharden_waivers[0] by platform until" in table, table
+        assert "== Waiver expiring in 10 day(s), 4.2.4 on w1:" in table, table
+        assert "== Waiver EXPIRED 1 day(s) ago, KH-FW-2 on cp1: the control is judged again (it passes " \
+               "now)." in table, table
+        assert "== Waiver unused, 1.2.6 on all: no failing result matches it; remove it." in table, table
+    finally:
+        waiver_file.unlink(missing_ok=True)
+        on(lab, "cp1", "chmod 600 /etc/kubernetes/admin.conf")
+        on(lab, "w1", "sed -i 's/^readOnlyPort: 10255$/readOnlyPort: 0/' /var/lib/kubelet/config.yaml")
 
 
 FOREIGN_REQUEST = """apiVersion: certificates.k8s.io/v1
