@@ -18,7 +18,7 @@ from kubeharden.formats import history as history_report
 from kubeharden.lab import addons, cluster, kube_bench, kubernetes, runtime
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
-from kubeharden.runner import BUNDLED, Progress, RunError, run_playbook
+from kubeharden.runner import BUNDLED, Progress, RunError, default_inventory, run_playbook
 
 EXIT_ERROR = 2
 
@@ -163,7 +163,18 @@ def _future_date(text: str) -> date:
 
 
 def _inventory_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-i", "--inventory", default="inventories/lab/hosts.yml", help="Ansible inventory")
+    parser.add_argument("-i", "--inventory",
+                        help="Ansible inventory (default: $ANSIBLE_INVENTORY, else the inventory setting of the "
+                             "ansible.cfg Ansible reads)")
+
+
+def resolve_inventory(args: argparse.Namespace) -> None:
+    """-i, else the inventory Ansible itself would use; a usage error when there is none."""
+    if getattr(args, "inventory", "given") is None:
+        args.inventory = default_inventory()
+        if args.inventory is None:
+            raise UsageError("no inventory: pass -i INVENTORY (or set ANSIBLE_INVENTORY, or inventory in "
+                             "ansible.cfg)")
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +209,7 @@ def write_textfile(directory: str, text: str) -> None:
 
 
 def run_audit_command(args: argparse.Namespace) -> int:
+    history.check_writable(history.state_dir(args.state_dir))
     result = audit_and_record(args.inventory, args.limit, _split(args.controls), _split(args.skip),
                               history.state_dir(args.state_dir), Progress("audit", enabled=args.progress))
     _emit(render("audit", args.format, result, args.verbose), args.output)
@@ -207,6 +219,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
 
 
 def run_drift_command(args: argparse.Namespace) -> int:
+    history.check_writable(history.state_dir(args.state_dir))
     result = drift.run_drift(args.inventory, args.limit, history.state_dir(args.state_dir), args.remediate,
                              args.progress)
     _emit(render("drift", args.format, result), args.output)
@@ -312,6 +325,7 @@ def check_output_path(output: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        resolve_inventory(args)
         if args.command in ("audit", "drift", "images", "waive"):
             check_output_path(args.output)
         if args.command == "lab":

@@ -32,6 +32,17 @@ def state_dir(explicit: str | None = None) -> Path:
     return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "kubeharden"
 
 
+def check_writable(state: Path) -> None:
+    """Before a run: the state directory exists (or can be made) and this user can write it, so a run is never
+    lost after it has read every node."""
+    try:
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise HistoryError(f"state directory {state} cannot be created: {error.strerror}") from None
+    if not state.is_dir() or not os.access(state, os.W_OK | os.X_OK):
+        raise HistoryError(f"state directory {state} is not a directory this user can write (--state-dir)")
+
+
 def new_run_id(kind: str, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{kind}-{secrets.token_hex(2)}"
@@ -61,7 +72,10 @@ def _read(path: Path) -> dict:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise HistoryError(f"unreadable history record {path} (move it away to go on): {error}") from None
-    if record.get("version") != RECORD_VERSION or "nodes" not in record:
+    shaped = (isinstance(record, dict) and record.get("version") == RECORD_VERSION
+              and isinstance(record.get("nodes"), dict) and all(isinstance(e, dict) for e in record["nodes"].values())
+              and all(isinstance(record.get(key), str) for key in ("id", "kind", "time")))
+    if not shaped:
         raise HistoryError(f"{path} is not a kubeharden record of version {RECORD_VERSION} (move it away to go on)")
     return record
 

@@ -7,6 +7,7 @@ kept), an optional live status line per host, and the changes recorded by the `k
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shlex
@@ -41,10 +42,37 @@ def user_config_env() -> dict[str, str]:
     are found by Ansible itself; a world-writable directory's file is ignored, as Ansible ignores it."""
     if "ANSIBLE_CONFIG" in os.environ:
         return {}
+    found = ansible_config_file()
+    return {"ANSIBLE_CONFIG": str(found)} if found == Path.cwd() / "ansible.cfg" else {}
+
+
+def ansible_config_file() -> Path | None:
+    """The ansible.cfg Ansible itself would read: $ANSIBLE_CONFIG, ./ansible.cfg (not in a world-writable
+    directory), ~/.ansible.cfg, /etc/ansible/ansible.cfg."""
+    candidates = [Path(os.environ["ANSIBLE_CONFIG"]).expanduser()] if os.environ.get("ANSIBLE_CONFIG") else []
     here = Path.cwd()
-    if (here / "ansible.cfg").is_file() and not here.stat().st_mode & 0o002:
-        return {"ANSIBLE_CONFIG": str(here / "ansible.cfg")}
-    return {}
+    if not here.stat().st_mode & 0o002:
+        candidates.append(here / "ansible.cfg")
+    candidates += [Path.home() / ".ansible.cfg", Path("/etc/ansible/ansible.cfg")]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def default_inventory() -> str | None:
+    """The inventory Ansible uses without -i: $ANSIBLE_INVENTORY, else the `inventory` setting of its ansible.cfg
+    (relative to that file, as Ansible reads it). None when neither names one: kubeharden asks for -i then, rather
+    than Ansible's fallback /etc/ansible/hosts, which is rarely a cluster's."""
+    if os.environ.get("ANSIBLE_INVENTORY"):
+        return os.environ["ANSIBLE_INVENTORY"].split(",")[0]
+    path = ansible_config_file()
+    if path is None:
+        return None
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path)
+    except configparser.Error:
+        return None  # Ansible reports its own configuration's errors when it runs
+    value = parser.get("defaults", "inventory", fallback="").split(",")[0].strip()
+    return str(path.parent / Path(value).expanduser()) if value else None
 
 
 class RunError(RuntimeError):
