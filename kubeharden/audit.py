@@ -14,7 +14,7 @@ import yaml
 
 from kubeharden import catalogue, history, waivers
 from kubeharden.collection import ansible_command
-from kubeharden.runner import Progress, RunError, quiet_env, run_playbook
+from kubeharden.runner import Progress, RunError, ansible_options, quiet_env, run_playbook
 
 AUDIT_TASK = "Evaluate every control that applies to the node"
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
@@ -120,7 +120,8 @@ def check_inventory(inventory: str) -> dict:
     """The inventory as Ansible reads it (`ansible-inventory --list`), or AuditError saying why it cannot be used."""
     if problem := yaml_problem(Path(inventory)):
         raise AuditError(f"inventory {inventory} could not be parsed: {problem}")
-    result = subprocess.run([ansible_command("ansible-inventory"), "-i", inventory, "--list"], capture_output=True,
+    result = subprocess.run([ansible_command("ansible-inventory"), "-i", inventory, "--list",
+                             *ansible_options().inventory_args()], capture_output=True,
                             text=True,
                             env={**os.environ, **quiet_env(), "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
                                  "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -18,7 +19,15 @@ from kubeharden.formats import history as history_report
 from kubeharden.lab import addons, cluster, kube_bench, kubernetes, runtime
 from kubeharden.lab.errors import LabError
 from kubeharden.lab.lab import ETCD_TOPOLOGIES, Lab, Topology
-from kubeharden.runner import BUNDLED, Progress, RunError, default_inventory, run_playbook
+from kubeharden.runner import (
+    BUNDLED,
+    AnsibleOptions,
+    Progress,
+    RunError,
+    default_inventory,
+    run_playbook,
+    use_ansible_options,
+)
 
 EXIT_ERROR = 2
 
@@ -114,8 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "spec, then ranges, networks, ports and rules between variables. Exit codes: 0 valid; 2 a "
                     "variable is not, or the inventory could not be read.")
     _inventory_argument(validate)
-    validate.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VARS",
-                          help="variables as ansible-playbook takes them (key=value, JSON or @file); repeatable")
 
     waive = commands.add_parser(
         "waive", help="write waivers (kubeharden_waivers) for every control failing now, for review",
@@ -166,6 +173,7 @@ def _inventory_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--inventory",
                         help="Ansible inventory (default: $ANSIBLE_INVENTORY, else the inventory setting of the "
                              "ansible.cfg Ansible reads)")
+    _ansible_arguments(parser)  # every command that reads an inventory runs Ansible on it
 
 
 def resolve_inventory(args: argparse.Namespace) -> None:
@@ -175,6 +183,24 @@ def resolve_inventory(args: argparse.Namespace) -> None:
         if args.inventory is None:
             raise UsageError("no inventory: pass -i INVENTORY (or set ANSIBLE_INVENTORY, or inventory in "
                              "ansible.cfg)")
+
+
+def _ansible_arguments(parser: argparse.ArgumentParser) -> None:
+    """ansible-playbook's own options, passed to every playbook the command runs."""
+    group = parser.add_argument_group("Ansible options (as ansible-playbook takes them)")
+    group.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VARS",
+                       help="variables (key=value, JSON or @file); repeatable")
+    group.add_argument("--vault-password-file", action="append", default=[], metavar="FILE",
+                       help="vault password file (or script); repeatable")
+    group.add_argument("--private-key", metavar="FILE", help="SSH private key")
+    group.add_argument("-u", "--user", help="remote user")
+    group.add_argument("-K", "--ask-become-pass", action="store_true", help="ask for the become password once")
+
+
+def ansible_options_from(args: argparse.Namespace) -> AnsibleOptions:
+    become = getpass.getpass("BECOME password: ") if getattr(args, "ask_become_pass", False) else None
+    return AnsibleOptions(getattr(args, "extra_vars", []), getattr(args, "vault_password_file", []),
+                          getattr(args, "private_key", None), getattr(args, "user", None), become)
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -230,8 +256,7 @@ def run_drift_command(args: argparse.Namespace) -> int:
 
 def run_validate_command(args: argparse.Namespace) -> int:
     inventory_waivers(check_inventory(args.inventory))
-    run = run_playbook("validate.yml", args.inventory, run_id="validate", artifacts_dir=None,
-                       extra_args=[arg for value in args.extra_vars for arg in ("-e", value)])
+    run = run_playbook("validate.yml", args.inventory, run_id="validate", artifacts_dir=None)
     problems = run.host_errors()  # the last refusal per host names every problem (a role's own is rescued first)
     checked = sorted({e["event_data"]["host"] for e in run.events
                       if e.get("event") == "runner_on_ok" and e.get("event_data", {}).get("host")})
@@ -326,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         resolve_inventory(args)
+        use_ansible_options(ansible_options_from(args))
         if args.command in ("audit", "drift", "images", "waive"):
             check_output_path(args.output)
         if args.command == "lab":

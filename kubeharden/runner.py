@@ -75,6 +75,44 @@ def default_inventory() -> str | None:
     return str(path.parent / Path(value).expanduser()) if value else None
 
 
+@dataclass
+class AnsibleOptions:
+    """ansible-playbook's options a user passes through kubeharden's commands (-e, --vault-password-file,
+    --private-key, -u, --ask-become-pass), for every playbook a command runs and for reading its inventory."""
+    extra_vars: list[str] = field(default_factory=list)
+    vault_password_files: list[str] = field(default_factory=list)
+    private_key: str | None = None
+    user: str | None = None
+    become_password: str | None = None  # asked once by the CLI, given to Ansible when it prompts for it
+
+    def inventory_args(self) -> list[str]:
+        """What ansible-inventory needs too: vaulted group_vars are read with the vault's password."""
+        return [arg for path in self.vault_password_files for arg in ("--vault-password-file", path)]
+
+    def playbook_args(self) -> list[str]:
+        return (self.inventory_args() + [arg for value in self.extra_vars for arg in ("-e", value)]
+                + (["--private-key", self.private_key] if self.private_key else [])
+                + (["-u", self.user] if self.user else [])
+                + (["--ask-become-pass"] if self.become_password is not None else []))
+
+    def passwords(self) -> dict[str, str]:
+        """ansible-runner answers Ansible's prompts by pattern."""
+        return {r"^BECOME password.*:\s*?$": self.become_password} if self.become_password is not None else {}
+
+
+_options = AnsibleOptions()
+
+
+def use_ansible_options(options: AnsibleOptions) -> None:
+    """The options of this command's every Ansible run (the CLI sets them once, from its arguments)."""
+    global _options
+    _options = options
+
+
+def ansible_options() -> AnsibleOptions:
+    return _options
+
+
 class RunError(RuntimeError):
     """A playbook could not be run at all (missing playbook, bad inventory)."""
 
@@ -164,7 +202,8 @@ def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path 
     if not playbook.exists():
         raise RunError(f"{playbook} not found: run kubeharden from its checkout or set KUBEHARDEN_HOME")
     cmdline = " ".join(shlex.quote(arg) for arg in (["--check", "--diff"] if check else [])
-                       + (["--tags", ",".join(tags)] if tags else []) + (extra_args or [])) or None
+                       + (["--tags", ",".join(tags)] if tags else []) + _options.playbook_args()
+                       + (extra_args or [])) or None
     with tempfile.TemporaryDirectory(prefix="kubeharden-run-") as private:
         changes_file = Path(private) / "changes.jsonl"
         envvars = {
@@ -184,7 +223,7 @@ def run_playbook(name: str, inventory: str, *, run_id: str, artifacts_dir: Path 
             options = {"artifact_dir": str(artifacts_dir), "ident": run_id, "rotate_artifacts": KEEP_ARTIFACTS}
         runner = ansible_runner.run(
             private_data_dir=private, playbook=str(playbook), inventory=str(Path(inventory).absolute()),
-            extravars=extravars or {}, limit=limit, cmdline=cmdline,
+            extravars=extravars or {}, limit=limit, cmdline=cmdline, passwords=_options.passwords(),
             quiet=True, envvars=envvars, event_handler=progress, **options)
         if progress:
             progress.close()

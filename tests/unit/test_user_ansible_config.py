@@ -37,3 +37,51 @@ def test_the_users_ssh_args_are_used(tmp_path):
     missing = tmp_path / "no-such-ssh-config"
     errors = audit_unreachable(tmp_path, f"[ssh_connection]\nssh_args = -F {missing}\n")
     assert f"Can't open user config file {missing}" in errors["ghost"], errors
+
+
+def test_the_users_private_key_and_remote_user_are_passed_to_ssh(tmp_path):
+    """--private-key and -u reach ssh itself: it names the key file it could not read, and refuses the user name."""
+    (tmp_path / "hosts.yml").write_text("all:\n  children:\n    workers:\n      hosts:\n"
+                                        "        ghost: {ansible_host: 127.0.0.1, ansible_port: 1}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+
+    def errors(*options: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "kubeharden.cli", "audit", "-i", "hosts.yml", "--controls",
+                               "4.2.1", "--format", "json", "--state-dir", str(tmp_path / "state"), *options],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
+        assert done.returncode == EXIT_ERROR, done.stdout + done.stderr
+        return json.loads(done.stdout)["errors"]["ghost"]
+
+    assert "remote username contains invalid characters" in errors("-u", "bad;user")
+    # A missing key is only a warning of ssh, which Ansible does not quote: ansible-runner's record of the command
+    # it ran shows the option instead.
+    errors("--private-key", "/nonexistent/kubeharden.key")
+    ran = [json.loads((run / "command").read_text())["command"] for run in (tmp_path / "state" / "artifacts").iterdir()
+           if (run / "command").is_file()]
+    assert any("--private-key" in command and "/nonexistent/kubeharden.key" in command for command in ran), ran
+
+
+def test_a_vaulted_inventory_is_read_with_the_users_vault_password_file(tmp_path):
+    """ansible-vault's own encryption: without --vault-password-file the inventory cannot be read at all."""
+    password = tmp_path / "vault-password"
+    password.write_text("correct horse\n")
+    vaulted = subprocess.run([str(Path(sys.executable).parent / "ansible-vault"), "encrypt_string",
+                              "--vault-password-file", str(password), "500", "--name", "node_os_password_history"],
+                             capture_output=True, text=True, check=True).stdout
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text(vaulted)
+    (tmp_path / "hosts.yml").write_text("all:\n  children:\n    k8s_cluster:\n      children:\n        workers:\n"
+                                        "          hosts:\n            w1: {}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+
+    def validate(*options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "kubeharden.cli", "validate", "-i", "hosts.yml", *options],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
+
+    # Without the password the value cannot be read; with it, it is read and judged (500 is out of range).
+    refused = validate()
+    assert refused.returncode == EXIT_ERROR and "vault" in (refused.stdout + refused.stderr).lower(), \
+        refused.stdout + refused.stderr
+    judged = validate("--vault-password-file", str(password))
+    assert judged.returncode == EXIT_ERROR, judged.stdout + judged.stderr
+    assert "node_os_password_history: is how many previous passwords" in judged.stdout, judged.stdout
