@@ -525,6 +525,25 @@ def read_line(check: dict, state: Node) -> Observation:
     return Observation(None, f"no line matching {check['pattern']!r} in {', '.join(paths)}")
 
 
+def read_config_key(check: dict, state: Node) -> Observation:
+    """A key of a key/value file as the program that reads it sees it (kubeharden_os.config_keys, the parser the
+    node_os role writes these files with): over every file `path` globs, in order, the last line of a key wins. With
+    `keys`, the first of them that is set. A flag alone on its line reads as `present`."""
+    paths = sorted(glob.glob(check["path"]))
+    if not paths:
+        return Observation(None, f"{check['path']} does not exist")
+    found: dict[str, tuple[str, str]] = {}
+    for path in paths:
+        for key, value in os_logic.config_keys(node.read_text(path), check.get("style", "equals")).items():
+            found[key] = (value, path)
+    for key in check["keys"] if "keys" in check else [check["key"]]:
+        if key in found:
+            value, path = found[key]
+            return Observation(value or "present", f"{path}: {key} {value or '(flag)'}")
+    wanted = " or ".join(check["keys"] if "keys" in check else [check["key"]])
+    return Observation(None, f"{wanted} not set in {', '.join(paths)}")
+
+
 def read_package(check: dict, state: Node) -> Observation:
     """`installed` when the package (or any of `packages`) is installed, else `absent`."""
     names = check["packages"] if "packages" in check else [check["package"]]
@@ -817,7 +836,8 @@ def read_cluster(check: dict, state: Node) -> Observation:
 READERS = {
     "file": read_file, "flag": read_flag, "kubelet": read_kubelet, "sysctl": read_sysctl, "module": read_module,
     "kubelet_serving": read_kubelet_serving, "process_user": read_process_user,
-    "sshd": read_sshd, "line": read_line, "package": read_package, "service": read_service, "mount": read_mount,
+    "sshd": read_sshd, "line": read_line, "config_key": read_config_key,
+    "package": read_package, "service": read_service, "mount": read_mount,
     "swap": read_swap, "accounts": read_accounts, "audit_rule": read_audit_rule,
     "encryption_provider": read_encryption_provider,
     "pod_security": read_pod_security, "anonymous_auth": read_anonymous_auth, "same_file": read_same_file,

@@ -88,7 +88,9 @@ def set_config_keys(text: str, settings: dict, style: str, tag: str = "kubeharde
 
 
 def config_keys(text: str, style: str) -> dict[str, str]:
-    """The active key -> value pairs of a key/value file (last one wins)."""
+    """The active key -> value pairs of a key/value file, as login.defs, pwquality and faillock read theirs: comments
+    and blank lines skipped, the last line of a key wins, a key alone on its line (faillock's `even_deny_root`) is a
+    flag with the value ""."""
     values = {}
     for line in text.splitlines():
         stripped = line.strip()
@@ -100,6 +102,8 @@ def config_keys(text: str, style: str) -> dict[str, str]:
         elif "=" in stripped:
             key, value = stripped.split("=", 1)
             values[key.strip()] = value.strip()
+        else:
+            values[stripped] = ""
     return values
 
 

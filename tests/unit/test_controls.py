@@ -261,3 +261,39 @@ def test_running_pods_the_image_policy_would_refuse_are_judged_once_per_namespac
     assert asked == [("shop", ("docker.io/nginx:latest",))]
     assert observed.value == [f"shop/web-{i}: docker.io/nginx:latest not from an allowed registry" for i in range(3)]
     assert "vendor (its own)" in observed.evidence
+
+
+def config_control(check: dict) -> dict:
+    return {"id": "T-1", "title": "t", "severity": "low", "type": "automated", "check": {"read": "config_key", **check}}
+
+
+def test_a_config_key_is_read_as_its_program_reads_it_the_last_line_wins(tmp_path):
+    """login.defs and pwquality take a key's last uncommented line, as the node_os role writes them: a first-match
+    reading would pass PASS_MAX_DAYS on the 90 a later line overrides."""
+    defs = tmp_path / "login.defs"
+    defs.write_text("#PASS_MAX_DAYS 30\nPASS_MAX_DAYS\t90\nUMASK 022\nPASS_MAX_DAYS 99999\n")
+    check = {"path": str(defs), "style": "space", "key": "PASS_MAX_DAYS", "op": "lte", "value": 365}
+    result = controls.evaluate(config_control(check), controls.Node([]))
+    assert (result["status"], result["actual"]) == ("fail", "99999"), result
+    assert result["evidence"] == f"{defs}: PASS_MAX_DAYS 99999"
+    defs.write_text("PASS_MAX_DAYS 99999\n# PASS_MAX_DAYS 99999  # disabled by kubeharden\nPASS_MAX_DAYS 365\n")
+    assert controls.evaluate(config_control(check), controls.Node([]))["status"] == "pass"
+
+
+def test_config_files_in_a_directory_override_in_order_and_flags_count_as_set(tmp_path):
+    (tmp_path / "pwquality.conf.d").mkdir()
+    (tmp_path / "pwquality.conf.d" / "10-site.conf").write_text("minlen = 8\n")
+    (tmp_path / "pwquality.conf.d" / "20-kubeharden.conf").write_text("minlen=14\n")
+    check = {"path": str(tmp_path / "pwquality.conf.d" / "*.conf"), "key": "minlen", "op": "gte", "value": 14}
+    assert controls.evaluate(config_control(check), controls.Node([]))["status"] == "pass"
+    faillock = tmp_path / "faillock.conf"
+    faillock.write_text("# even_deny_root\ndeny = 3\n")
+    flags = {"path": str(faillock), "keys": ["even_deny_root", "root_unlock_time"], "op": "set"}
+    missing = controls.evaluate(config_control(flags), controls.Node([]))
+    assert missing["status"] == "fail"
+    assert missing["evidence"] == f"even_deny_root or root_unlock_time not set in {faillock}"
+    faillock.write_text("deny = 3\neven_deny_root\n")
+    found = controls.evaluate(config_control(flags), controls.Node([]))
+    assert (found["status"], found["evidence"]) == ("pass", f"{faillock}: even_deny_root (flag)"), found
+    gone = controls.evaluate(config_control({**flags, "path": str(tmp_path / "nothing.conf")}), controls.Node([]))
+    assert gone["status"] == "fail" and gone["evidence"].endswith("nothing.conf does not exist")
