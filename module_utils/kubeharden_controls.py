@@ -284,10 +284,9 @@ class RenderedNode(Node):
     """A node as `kubeadm init` will leave it, from a kubeadm configuration: the static pods' flags and the
     kubelet's configuration come from the file; the files those flags name are read from the node itself."""
 
-    # Controls a kubeadm configuration decides: flags, kubelet settings, and the files the apiserver's flags name
-    # (written before kubeadm init). Modes of what kubeadm itself creates (etcd's data directory, the kubelet's
-    # config.yaml) are for site.yml after it.
-    READS = frozenset({"flag", "kubelet", "encryption_provider", "pod_security", "anonymous_auth"})
+    # Controls a kubeadm configuration decides: the check types CHECK_TYPES marks `rendered` (flags, kubelet
+    # settings), and the files the apiserver's flags name (written before kubeadm init). Modes of what kubeadm
+    # itself creates (etcd's data directory, the kubelet's config.yaml) are for site.yml after it.
 
     def __init__(self, node_roles: list[str], path: str):
         super().__init__(node_roles)
@@ -303,7 +302,7 @@ class RenderedNode(Node):
     @classmethod
     def decides(cls, control: dict) -> bool:
         check = control["check"]
-        return check["read"] in cls.READS or (
+        return (check["read"] in CHECK_TYPES and CHECK_TYPES[check["read"]].rendered) or (
             check["read"] == "file" and (check.get("path_from") or {}).get("component") == "kube-apiserver")
 
     def manifest_flags(self, component: str) -> tuple[dict, str]:
@@ -833,20 +832,55 @@ def read_cluster(check: dict, state: Node) -> Observation:
     raise node.ReadError(f"unknown cluster aspect {aspect!r}")
 
 
-READERS = {
-    "file": read_file, "flag": read_flag, "kubelet": read_kubelet, "sysctl": read_sysctl, "module": read_module,
-    "kubelet_serving": read_kubelet_serving, "process_user": read_process_user,
-    "sshd": read_sshd, "line": read_line, "config_key": read_config_key,
-    "package": read_package, "service": read_service, "mount": read_mount,
-    "swap": read_swap, "accounts": read_accounts, "audit_rule": read_audit_rule,
-    "encryption_provider": read_encryption_provider,
-    "pod_security": read_pod_security, "anonymous_auth": read_anonymous_auth, "same_file": read_same_file,
-    "nft_table": read_nft_table,
-    "certificates": read_certificates, "etcd_encryption": read_etcd_encryption, "cluster": read_cluster,
-    "kube_proxy": read_kube_proxy,
+class CheckType:
+    """Everything about one `read:` type of kubeharden/catalogue/checks.yml (which declares the keys it takes):
+    its reader, how its observation is judged, and whether a kubeadm configuration decides it before the node
+    exists (RenderedNode, the bootstrap check).
+
+    judge: `compare` (the check's op and value against the observed value), `offenders` (the observation lists
+    offending items: passes when it is empty), `option` (passes when the check's `option` is among the observed
+    options)."""
+
+    JUDGES = ("compare", "offenders", "option")
+
+    def __init__(self, read, judge: str = "compare", rendered: bool = False):
+        if judge not in self.JUDGES:
+            raise ValueError(f"unknown judge {judge!r}")
+        self.read, self.judge, self.rendered = read, judge, rendered
+
+
+CHECK_TYPES = {
+    # Kubernetes components, as their manifests, unit files and configuration files set them
+    "flag": CheckType(read_flag, rendered=True),
+    "kubelet": CheckType(read_kubelet, rendered=True),
+    "kubelet_serving": CheckType(read_kubelet_serving),
+    "kube_proxy": CheckType(read_kube_proxy),
+    "process_user": CheckType(read_process_user),
+    "encryption_provider": CheckType(read_encryption_provider, rendered=True),
+    "etcd_encryption": CheckType(read_etcd_encryption),
+    "pod_security": CheckType(read_pod_security, rendered=True),
+    "anonymous_auth": CheckType(read_anonymous_auth, rendered=True),
+    "certificates": CheckType(read_certificates, judge="offenders"),
+    "cluster": CheckType(read_cluster, judge="offenders"),
+    # the operating system
+    "file": CheckType(read_file, judge="offenders"),
+    "same_file": CheckType(read_same_file),
+    "sysctl": CheckType(read_sysctl),
+    "module": CheckType(read_module),
+    "sshd": CheckType(read_sshd),
+    "line": CheckType(read_line),
+    "config_key": CheckType(read_config_key),
+    "package": CheckType(read_package),
+    "service": CheckType(read_service),
+    "mount": CheckType(read_mount, judge="option"),
+    "swap": CheckType(read_swap, judge="offenders"),
+    "accounts": CheckType(read_accounts, judge="offenders"),
+    "audit_rule": CheckType(read_audit_rule),
+    "nft_table": CheckType(read_nft_table),
 }
-# Readers whose observation is a list of offending items: the control passes when it is empty.
-OFFENDER_READERS = {"file", "swap", "certificates", "cluster", "accounts"}
+# Views of CHECK_TYPES, for callers that need only one aspect.
+READERS = {name: check_type.read for name, check_type in CHECK_TYPES.items()}
+OFFENDER_READERS = frozenset(name for name, check_type in CHECK_TYPES.items() if check_type.judge == "offenders")
 
 
 def _expected_text(check: dict) -> str:
@@ -854,7 +888,7 @@ def _expected_text(check: dict) -> str:
     if read == "file":
         parts = [f"mode <= {check['mode_max']}" if "mode_max" in check else "", check.get("owner", "")]
         return " ".join(p for p in parts if p) + (" (recursive)" if check.get("recursive") else "")
-    if read in OFFENDER_READERS:
+    if CHECK_TYPES[read].judge == "offenders":
         return "none offending"
     value = check.get("value")
     op = check.get("op", "set")
@@ -886,11 +920,12 @@ def evaluate(control: dict, state: Node) -> dict:
         return {**result, "status": NOT_APPLICABLE, "reason": f"in a container: {check['container']}"}
     try:
         result["expected"] = _expected_text(check) + (f" (the rule from Kubernetes {rule} on)" if rule else "")
-        observation = READERS[check["read"]](check, state)
+        check_type = CHECK_TYPES[check["read"]]
+        observation = READERS[check["read"]](check, state)  # READERS: a test may stand in for one reader
         actual = observation.value
-        if check["read"] in OFFENDER_READERS:
+        if check_type.judge == "offenders":
             passed = not actual
-        elif check["read"] == "mount":
+        elif check_type.judge == "option":
             passed = check["option"] in actual
         else:
             if check.get("zero_is_default") and str(actual) in ("0", "0s"):

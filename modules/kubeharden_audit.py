@@ -124,7 +124,7 @@ import time
 from collections import Counter
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_controls import READERS, Node, RenderedNode, evaluate_all
+from ansible.module_utils.kubeharden_controls import CHECK_TYPES, Node, RenderedNode, evaluate_all
 from ansible.module_utils.kubeharden_node import ReadError
 
 
@@ -135,7 +135,7 @@ def invalid_controls(controls: list) -> list[str]:
             problems.append(f"controls[{index}] needs an id and a check mapping")
             continue
         read = control["check"].get("read")
-        if read != "none" and read not in READERS:
+        if read != "none" and read not in CHECK_TYPES:
             problems.append(f"control {control['id']}: unknown check.read {read!r}")
     return problems
 
