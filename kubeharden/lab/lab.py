@@ -119,6 +119,10 @@ class Node:
     container: str
 
 
+# `lab down`: a container the engine could not remove is tried again (Lab.down).
+REMOVE_ATTEMPTS, REMOVE_RETRY_SECONDS = 4, 5
+
+
 @dataclass
 class LabState:
     name: str
@@ -400,8 +404,17 @@ class Lab:
     def down(self, quiet: bool = False) -> int:
         docker.require_engine()
         containers = docker.list_ids("container", self.label)
-        if containers:
-            docker.run("rm", "-f", "-v", *containers)
+        for attempt in range(REMOVE_ATTEMPTS):
+            if not (left := docker.list_ids("container", self.label)):
+                break
+            removed = docker.run("rm", "-f", "-v", *left, check=False)
+            if removed.returncode == 0:
+                break
+            # A loaded engine can miss the exit event of a container it killed ("did not receive an exit event")
+            # and refuse to remove it; the container does end, and the next attempt removes it.
+            if attempt == REMOVE_ATTEMPTS - 1:
+                raise LabError(f"docker rm -f failed {REMOVE_ATTEMPTS} times: {removed.stderr.strip()}")
+            time.sleep(REMOVE_RETRY_SECONDS)
         for network in docker.list_ids("network", self.label):
             docker.run("network", "rm", network)
         if self.state_dir.exists():

@@ -66,3 +66,37 @@ def test_a_lab_from_before_real_kubernetes_is_told_apart(tmp_path):
                     '"image": "kubeharden-node:debian12-0", "nodes": []}')
     with pytest.raises(LabError, match=r"before real Kubernetes .* run `kubeharden lab down --name old`"):
         LabState.load(path)
+
+
+def test_down_tries_again_when_the_engine_missed_a_containers_exit(tmp_path, monkeypatch):
+    """Seen in CI: `docker rm -f` refused ("did not receive an exit event") while the engine was loaded; the
+    container ended anyway and a second attempt removed it. Four refusals in a row are an error naming the last."""
+    import subprocess
+
+    from kubeharden.lab import lab as lab_module
+
+    running = {"c1", "c2"}
+    refusals = iter([True])
+    calls = []
+
+    def run(*args, check=True, input=None):
+        calls.append(args)
+        if args[0] == "rm" and next(refusals, False):
+            return subprocess.CompletedProcess(args, 1, "", "tried to kill container, but did not receive an exit "
+                                                            "event")
+        if args[0] == "rm":
+            running.difference_update(args[3:])
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(lab_module.docker, "require_engine", lambda: None)
+    monkeypatch.setattr(lab_module.docker, "list_ids",
+                        lambda kind, label: sorted(running) if kind == "container" else [])
+    monkeypatch.setattr(lab_module.docker, "run", run)
+    monkeypatch.setattr(lab_module, "REMOVE_RETRY_SECONDS", 0)
+    lab = lab_module.Lab("flaky", tmp_path, log=lambda line: None)
+    assert lab.down(quiet=True) == 2 and not running
+    assert [c[0] for c in calls] == ["rm", "rm"]
+    running.update({"c3"})
+    refusals = iter([True] * 4)
+    with pytest.raises(LabError, match="docker rm -f failed 4 times: tried to kill container"):
+        lab.down(quiet=True)
