@@ -121,6 +121,24 @@ class Node:
 
 # `lab down`: a container the engine could not remove is tried again (Lab.down).
 REMOVE_ATTEMPTS, REMOVE_RETRY_SECONDS = 4, 5
+FREEZER_ROOT = Path("/sys/fs/cgroup/freezer/docker")  # the engine's containers on a cgroup v1 host
+
+
+def thaw(container: str, root: Path = FREEZER_ROOT) -> list[Path]:
+    """Thaws every frozen cgroup of a node (cgroup v1). runc inside a node freezes a pod's cgroup while it changes
+    it; a runc killed meanwhile (a kubelet or containerd restart) leaves it FROZEN, with a `runc init` stuck in it.
+    The kernel cannot end the node's processes then: `docker rm -f` fails with "did not receive an exit event", and
+    kill -9 of the node's init does nothing (seen in CI after the kubeadm upgrade test). Returns what it thawed."""
+    thawed = []
+    for directory in root.glob(f"{container}*"):
+        for state in directory.rglob("freezer.state"):
+            try:
+                if state.read_text().strip() != "THAWED":
+                    state.write_text("THAWED")
+                    thawed.append(state)
+            except OSError:
+                continue  # the cgroup went away meanwhile, or this user may not write it
+    return thawed
 
 
 @dataclass
@@ -407,11 +425,12 @@ class Lab:
         for attempt in range(REMOVE_ATTEMPTS):
             if not (left := docker.list_ids("container", self.label)):
                 break
+            for container in left:
+                thaw(container)
             removed = docker.run("rm", "-f", "-v", *left, check=False)
             if removed.returncode == 0:
                 break
-            # A loaded engine can miss the exit event of a container it killed ("did not receive an exit event")
-            # and refuse to remove it; the container does end, and the next attempt removes it.
+            # The engine may not have seen the killed node end yet ("did not receive an exit event"): try again.
             if attempt == REMOVE_ATTEMPTS - 1:
                 raise LabError(f"docker rm -f failed {REMOVE_ATTEMPTS} times: {removed.stderr.strip()}")
             time.sleep(REMOVE_RETRY_SECONDS)

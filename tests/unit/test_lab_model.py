@@ -93,6 +93,7 @@ def test_down_tries_again_when_the_engine_missed_a_containers_exit(tmp_path, mon
                         lambda kind, label: sorted(running) if kind == "container" else [])
     monkeypatch.setattr(lab_module.docker, "run", run)
     monkeypatch.setattr(lab_module, "REMOVE_RETRY_SECONDS", 0)
+    monkeypatch.setattr(lab_module, "thaw", lambda container: [])
     lab = lab_module.Lab("flaky", tmp_path, log=lambda line: None)
     assert lab.down(quiet=True) == 2 and not running
     assert [c[0] for c in calls] == ["rm", "rm"]
@@ -100,3 +101,19 @@ def test_down_tries_again_when_the_engine_missed_a_containers_exit(tmp_path, mon
     refusals = iter([True] * 4)
     with pytest.raises(LabError, match="docker rm -f failed 4 times: tried to kill container"):
         lab.down(quiet=True)
+
+
+def test_down_thaws_the_frozen_cgroups_a_node_left(tmp_path):
+    """A pod cgroup runc left FROZEN inside a node keeps the kernel from ending it: every frozen one is thawed."""
+    from kubeharden.lab.lab import thaw
+
+    node = tmp_path / "284610ad346f775f" / "kubepods.slice"
+    (node / "pod-a").mkdir(parents=True)
+    (node / "pod-b").mkdir()
+    (node / "pod-a" / "freezer.state").write_text("FROZEN\n")
+    (node / "pod-b" / "freezer.state").write_text("THAWED\n")
+    (tmp_path / "99other" / "x").mkdir(parents=True)
+    (tmp_path / "99other" / "x" / "freezer.state").write_text("FROZEN\n")
+    assert thaw("284610ad346f", tmp_path) == [node / "pod-a" / "freezer.state"]
+    assert (node / "pod-a" / "freezer.state").read_text() == "THAWED"
+    assert (tmp_path / "99other" / "x" / "freezer.state").read_text() == "FROZEN\n"  # another container's
