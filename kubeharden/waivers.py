@@ -212,6 +212,7 @@ def from_inventory(listed: dict, known_controls: set[str]) -> Waivers:
     found.warn_days = max((v for v in warn_days if isinstance(v, int) and not isinstance(v, bool)),
                           default=DEFAULT_WARN_DAYS)
     parsed: dict[str, list[Waiver]] = {}
+    selected: dict[Waiver, set[str]] = {}  # each waiver's hosts pattern, read once (fleets have many hosts)
     for host, vars_ in sorted(hostvars.items()):
         entries = vars_.get(VARIABLE)
         key = repr(entries)
@@ -225,7 +226,8 @@ def from_inventory(listed: dict, known_controls: set[str]) -> Waivers:
             if waiver not in found.applies_to:
                 found.waivers.append(waiver)
                 found.applies_to[waiver] = set()
-            if host in hosts_of(waiver.hosts, groups):
+                selected[waiver] = hosts_of(waiver.hosts, groups)
+            if host in selected[waiver]:
                 found.applies_to[waiver].add(host)
     if problems:
         raise WaiverError("\n".join(problems))
