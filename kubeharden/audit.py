@@ -82,17 +82,15 @@ class AuditReport:
                 "nodes": {node: self.node_entry(node) for node in self.results}, "errors": dict(self.host_errors),
                 "artifacts": self.artifacts, "waivers": self.waivers}
 
-    def score(self, node: str) -> float:
-        """Passing controls among those decided; a waived control counts as the failure it is."""
+    def score(self, node: str, with_waivers: bool = False) -> float:
+        """Passing controls among those decided. A waived control counts as the failure it is, unless
+        `with_waivers` leaves it out, as the operator accepted it."""
         counts = Counter(r["status"] for r in self.results[node])
-        decided = counts["pass"] + counts["fail"] + counts["error"] + counts["waived"]
+        decided = counts["pass"] + counts["fail"] + counts["error"] + (0 if with_waivers else counts["waived"])
         return round(100.0 * counts["pass"] / decided, 1) if decided else 100.0
 
     def score_with_waivers(self, node: str) -> float:
-        """The score with the waived controls left out, as the operator accepted them."""
-        counts = Counter(r["status"] for r in self.results[node])
-        decided = counts["pass"] + counts["fail"] + counts["error"]
-        return round(100.0 * counts["pass"] / decided, 1) if decided else 100.0
+        return self.score(node, with_waivers=True)
 
 
 # The inventory groups playbooks/groups.yml maps by default: kubeharden's own and kubespray's.
