@@ -119,8 +119,8 @@ def run_drift(inventory: str, limit: str | None = None, state: Path | None = Non
     wanted = {tag for node, ids in drifted.items() for cid in ids for tag in report.audit.fix(node, cid)["tags"]}
     withheld = withheld_tags(report, sorted(drifted))
     tags = sorted(wanted - {tag for by_control in withheld.values() for ts in by_control.values() for tag in ts})
-    unfixable = {node: [cid for cid in ids if not set(report.audit.fix(node, cid)["tags"]) & set(tags)]
-                 for node, ids in drifted.items()}
+    unfixable = {node: left for node, ids in drifted.items()
+                 if (left := [cid for cid in ids if not set(report.audit.fix(node, cid)["tags"]) & set(tags)])}
     if not tags:
         report.remediation = {"tags": [], "nodes": sorted(drifted), "rc": None, "errors": {}, "fixed": {},
                               "withheld": withheld, "left_drifted": unfixable}
@@ -132,7 +132,7 @@ def run_drift(inventory: str, limit: str | None = None, state: Path | None = Non
     after.remediation = {"tags": tags, "nodes": sorted(drifted), "rc": run.rc, "errors": run.host_errors(),
                          "fixed": {node: [cid for cid in ids if _status(after.audit, node, cid) == "pass"]
                                    for node, ids in drifted.items()},
-                         "withheld": withheld, "left_drifted": {n: ids for n, ids in unfixable.items() if ids}}
+                         "withheld": withheld, "left_drifted": unfixable}
     after.before = report
     history.write_record(state, after.record(inventory, "remediate"))
     return after

@@ -213,3 +213,31 @@ def test_invalid_waivers_stop_the_audit_before_any_node_is_read(tmp_path, capsys
         "kubeharden: invalid waivers, nothing audited:\n"
         "  kubeharden_waivers[0] (1.2.99): control 1.2.99 is not in the catalogue\n"
         "  kubeharden_waivers[0] (1.2.99): expires must be a date (YYYY-MM-DD), not 'someday'\n")
+
+
+def test_a_remediation_whose_every_tag_would_undo_a_waiver_runs_nothing_and_says_so(tmp_path, monkeypatch):
+    """1.2.15 drifted and 1.2.1 is waived on the same node, both fixed under control_plane_apiserver: running that
+    tag would undo the waiver, so nothing runs, and 1.2.15 is named as left drifted."""
+    from kubeharden import drift
+
+    controls = {cid: CATALOGUE[cid] for cid in ("1.2.15", "1.2.1")}
+    results = {"cp1": [result("1.2.15", "fail"), result("1.2.1", "fail")]}
+    audit_report = AuditReport(controls, results, limited=True)
+    audit_report.waivers = waivers.apply(audit_report.results, accepted(entry(control="1.2.1")), TODAY)
+    apiserver = {"host": "cp1", "task": "manifest of kube-apiserver", "tags": ["control_plane_apiserver"],
+                 "diff": "-a\n+b", "failed": False, "msg": ""}
+    checked = DriftReport("run", "2026-12-07T00:00:00+00:00", audit_report,
+                          {"cp1": classify(controls, results["cp1"], [apiserver], None)})
+
+    def no_playbook(*_args, **_kwargs):
+        raise AssertionError("site.yml ran")
+
+    monkeypatch.setattr(drift, "check", lambda *args: checked)
+    monkeypatch.setattr(drift, "run_playbook", no_playbook)
+    found = drift.run_drift(str(tmp_path / "hosts.yml"), state=tmp_path / "state", remediate=True)
+    assert found.remediation["tags"] == [] and found.remediation["left_drifted"] == {"cp1": ["1.2.15"]}
+    assert found.remediation["withheld"] == {"cp1": {"1.2.1": ["control_plane_apiserver"]}}
+    table = render("drift", "table", found)
+    assert "Remediation: nothing run, every drifted control's tags would undo a waiver" in table
+    assert "  cp1: left drifted (their tags are left out): 1.2.15" in table
+    assert found.exit_code() == 1  # still drifted
