@@ -47,10 +47,6 @@ class Waiver:
     hosts: str = "all"
     resources: tuple[str, ...] = ()
 
-    @property
-    def name(self) -> str:
-        return f"{VARIABLE}[{self.index}] ({self.control})"
-
     def days_left(self, today: date) -> int:
         return (self.expires - today).days
 
