@@ -421,9 +421,9 @@ class Lab:
 
     def down(self, quiet: bool = False) -> int:
         docker.require_engine()
-        containers = docker.list_ids("container", self.label)
+        containers = left = docker.list_ids("container", self.label)
         for attempt in range(REMOVE_ATTEMPTS):
-            if not (left := docker.list_ids("container", self.label)):
+            if not left:
                 break
             for container in left:
                 thaw(container)
@@ -434,6 +434,7 @@ class Lab:
             if attempt == REMOVE_ATTEMPTS - 1:
                 raise LabError(f"docker rm -f failed {REMOVE_ATTEMPTS} times: {removed.stderr.strip()}")
             time.sleep(REMOVE_RETRY_SECONDS)
+            left = docker.list_ids("container", self.label)
         for network in docker.list_ids("network", self.label):
             docker.run("network", "rm", network)
         if self.state_dir.exists():
