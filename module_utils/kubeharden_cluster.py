@@ -67,6 +67,31 @@ def applied_by(obj: dict, manager: str) -> bool:
                for entry in (obj.get("metadata") or {}).get("managedFields") or [])
 
 
+def _scalars(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, (str, int, float, bool)) for item in value)
+
+
+def contested_lists(wanted: dict, live: dict | None) -> dict:
+    """A JSON merge patch that sets each list of scalars `wanted` names to its value where the live object holds an
+    element `wanted` does not; {} when there is none.
+
+    Server-side apply merges a set-typed list (a binding's validationActions, a namespace's finalizers) element by
+    element: an element another manager added stays even with --force-conflicts, so a hand-added `Warn` would
+    be kept beside kubeharden's `Deny`. Lists reached through lists of maps are left to the apply (merge patches
+    cannot address them; such lists are atomic in the Kubernetes API and the forced apply replaces them)."""
+    patch: dict = {}
+    if not isinstance(live, dict):
+        return patch
+    for key, value in wanted.items():
+        if isinstance(value, dict):
+            inner = contested_lists(value, live.get(key))
+            if inner:
+                patch[key] = inner
+        elif _scalars(value) and _scalars(live.get(key)) and set(map(str, live[key])) - set(map(str, value)):
+            patch[key] = value
+    return patch
+
+
 def yaml_text(obj: dict | None) -> str:
     if obj is None:
         return ""

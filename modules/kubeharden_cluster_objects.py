@@ -11,6 +11,10 @@ description:
   - Applies O(objects) with C(kubectl apply --server-side) as the field manager O(field_manager), taking over
     fields another manager set (C(--force-conflicts)), so the policy wins over a hand-made change; a field
     kubeharden applied before and no longer lists is removed by the apiserver.
+  - A list of scalars the objects name whose live value holds an element they do not (a set-typed list such as a
+    binding's C(validationActions), where server-side apply would keep another manager's element beside
+    kubeharden's) is first set to the listed value with a JSON merge patch, so the policy's list wins whole; check
+    mode plans that object with the apiserver's dry run of a merge patch of the whole object.
   - Before anything changes, every object is read, and the apiserver's server-side dry run of the whole list says
     what would change; an object is applied only when its dry-run result differs from the live one (status and
     bookkeeping metadata aside), so a second run changes nothing and check mode reports exactly what a run would
@@ -127,6 +131,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kubeharden_cluster import (
     applied_by,
     comparable,
+    contested_lists,
     identity,
     identity_text,
     invalid_objects,
@@ -151,6 +156,11 @@ def apply_command(manager: str) -> list[str]:
     return ["apply", "--server-side", "--force-conflicts", f"--field-manager={manager}", "-o", "json", "-f", "-"]
 
 
+def patch_command(patch: dict) -> list[str]:
+    """A JSON merge patch of the object read from stdin: lists are replaced whole, whoever owns their elements."""
+    return ["patch", "--type=merge", "-p", json.dumps(patch), "-o", "json", "-f", "-"]
+
+
 def withdraw_plan(kubectl: Kubectl, withdrawn: list[dict], manager: str) -> tuple[list[dict], list[str]]:
     """The withdrawn objects that exist: those `manager` applied (to delete) and the names of the others."""
     if not withdrawn:
@@ -162,9 +172,10 @@ def withdraw_plan(kubectl: Kubectl, withdrawn: list[dict], manager: str) -> tupl
 
 
 def apply_plan(module: AnsibleModule, kubectl: Kubectl, name: str,
-               objects: list[dict]) -> tuple[list[dict], list[str], list[dict], list[str]]:
+               objects: list[dict]) -> tuple[list[dict], list[str], list[dict], list[str], dict]:
     """What applying `objects` changes, from the apiserver's dry run: the objects to apply, the unchanged ones,
-    their diffs and the apiserver's warnings. Fails, before any change, on a missing namespace or object."""
+    their diffs, the apiserver's warnings and, per object to apply, the lists another manager holds elements of
+    (see contested_lists). Fails, before any change, on a missing namespace or object."""
     # Namespaces first: a namespaced object in a namespace that does not exist stops everything, unchanged.
     wanted_namespaces = sorted({o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")}
                                | {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"
@@ -181,12 +192,26 @@ def apply_plan(module: AnsibleModule, kubectl: Kubectl, name: str,
     if absent:
         module.fail_json(msg=f"{name}: {', '.join(absent)} do not exist; kubeharden does not create them "
                              "(nothing was changed)")
-    rc, out, err = kubectl.answer(*apply_command(module.params["field_manager"]), "--dry-run=server",
-                                  data=as_list(objects))
-    if rc != 0:
-        module.fail_json(msg=f"{name}: the apiserver refused the objects (server-side dry run; nothing was changed): "
-                             f"{err.strip()}")
-    planned = {identity(o): o for o in items(out)}
+    contested = {identity(o): contested_lists(o, live.get(identity(o))) for o in objects}
+    contested = {key: patch for key, patch in contested.items() if patch}
+    planned, err = {}, ""
+    plain = [o for o in objects if identity(o) not in contested]
+    if plain:
+        rc, out, err = kubectl.answer(*apply_command(module.params["field_manager"]), "--dry-run=server",
+                                      data=as_list(plain))
+        if rc != 0:
+            module.fail_json(msg=f"{name}: the apiserver refused the objects (server-side dry run; nothing was "
+                                 f"changed): {err.strip()}")
+        planned = {identity(o): o for o in items(out)}
+    for obj in objects:
+        if identity(obj) in contested:
+            # The whole object as a merge patch, dry run: what the list take-over and the apply leave behind.
+            rc, out, patch_err = kubectl.answer(*patch_command(obj), "--dry-run=server", data=json.dumps(obj))
+            if rc != 0:
+                module.fail_json(msg=f"{name}: the apiserver refused {identity_text(obj)} (server-side dry run; "
+                                     f"nothing was changed): {patch_err.strip()}")
+            planned.update({identity(o): o for o in items(out)})
+            err += patch_err
     changed, unchanged, diffs = [], [], []
     for obj in objects:
         key = identity(obj)
@@ -199,7 +224,8 @@ def apply_plan(module: AnsibleModule, kubectl: Kubectl, name: str,
         diffs.append({"before_header": identity_text(obj), "after_header": identity_text(obj),
                       "before": yaml_text(before), "after": yaml_text(after)})
     warnings = [line.strip() for line in err.splitlines() if line.strip().startswith("Warning")]
-    return changed, unchanged, diffs, warnings
+    return changed, unchanged, diffs, warnings, {key: contested[key] for key in map(identity, changed)
+                                                  if key in contested}
 
 
 def main() -> None:
@@ -220,13 +246,20 @@ def main() -> None:
     if not objects and not withdrawn:
         module.exit_json(changed=False, applied=[], deleted=[], left=[], unchanged=[], apiserver_warnings=[])
     kubectl = Kubectl(module, module.params["kubectl"], module.params["kubeconfig"])
-    changed, unchanged, diffs, warnings = [], [], [], []
+    changed, unchanged, diffs, warnings, contested = [], [], [], [], {}
     if objects:
-        changed, unchanged, diffs, warnings = apply_plan(module, kubectl, name, objects)
+        changed, unchanged, diffs, warnings, contested = apply_plan(module, kubectl, name, objects)
     ours, left = withdraw_plan(kubectl, withdrawn, manager)
     diffs += [{"before_header": identity_text(obj), "after_header": f"{identity_text(obj)} (deleted)",
                "before": yaml_text(comparable(obj)), "after": ""} for obj in ours]
     if changed and not module.check_mode:
+        for obj in changed:
+            if identity(obj) in contested:
+                rc, _out, err = kubectl.answer(*patch_command(contested[identity(obj)]), f"--field-manager={manager}",
+                                               data=json.dumps(obj))
+                if rc != 0:
+                    module.fail_json(msg=f"{name}: taking over the lists of {identity_text(obj)} failed: "
+                                         f"{err.strip()}", applied=[], unchanged=unchanged)
         rc, _out, err = kubectl.answer(*apply_command(manager), data=as_list(changed))
         if rc != 0:
             module.fail_json(msg=f"{name}: applying failed: {err.strip()}",

@@ -433,6 +433,27 @@ def test_the_apiserver_admits_only_images_from_the_allowed_registries(policies_l
     assert audit(lab, tmp_path, "5.5.1", inventory_vars=policy)["5.5.1"]["status"] == "pass"
     again = settled(lab, agnhost_pod("again", "store", elsewhere), lambda answer: answer.returncode != 0)
     assert again.returncode != 0 and "kubeharden-image-policy" in again.stderr
+    # Someone switches the binding to Warn: the apiserver admits with a warning, 5.5.1 names the action, and the
+    # same tag sets Deny again.
+    warned = kubectl(lab, "patch", "validatingadmissionpolicybinding", "kubeharden-image-policy", "--type=merge",
+                     "-p", '{"spec": {"validationActions": ["Warn"]}}')
+    assert warned.returncode == 0, warned.stderr
+    softened = audit(lab, tmp_path, "5.5.1", inventory_vars=policy)["5.5.1"]
+    assert softened["status"] != "pass" and "Warn, not Deny" in " ".join(softened["actual"]), softened
+    actions = ("get", "validatingadmissionpolicybinding", "kubeharden-image-policy", "-o",
+               "jsonpath={.spec.validationActions}")
+    # Server-side apply alone would keep the hand-made Warn beside Deny (a set-typed list), which the apiserver
+    # refuses: check mode plans the whole list's take-over and changes nothing.
+    planned = run_policies(lab, tmp_path, "--tags", "cluster_policies_image_policy", "--check", "--diff")
+    assert planned.returncode == 0 and "changed=1" in planned.stdout.split("PLAY RECAP")[-1], planned.stdout[-3000:]
+    assert re.search(r"^-.*\bWarn\b", planned.stdout, re.M) and re.search(r"^\+.*\bDeny\b", planned.stdout, re.M), \
+        planned.stdout[-3000:]
+    assert kubectl(lab, *actions).stdout == '["Warn"]'
+    repaired = run_policies(lab, tmp_path, "--tags", "cluster_policies_image_policy")
+    assert repaired.returncode == 0 and "changed=1" in repaired.stdout.split("PLAY RECAP")[-1], repaired.stdout[-3000:]
+    assert kubectl(lab, *actions).stdout == '["Deny"]'
+    settled_again = run_policies(lab, tmp_path, "--tags", "cluster_policies_image_policy")
+    assert "changed=0" in settled_again.stdout.split("PLAY RECAP")[-1], settled_again.stdout[-3000:]
     images = subprocess.run(["kubeharden", "images", "-i", str(lab.inventory_path), "--format", "json"],
                             capture_output=True, text=True)
     rows = {(r["namespace"], r["pod"]): r for r in json.loads(images.stdout)["images"]}

@@ -200,3 +200,21 @@ def test_every_image_of_a_pod_counts():
                                   "initContainers": [{"image": "busybox"}],
                                   "ephemeralContainers": [{"image": "debug:latest"}]})
     assert cluster.pod_images(running) == ["registry.k8s.io/pause:3.10", "busybox", "debug:latest"]
+
+
+def test_contested_lists_are_the_scalar_lists_holding_an_element_the_policy_does_not_list():
+    wanted = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+              "metadata": {"name": "b", "labels": {"a": "1"}},
+              "spec": {"validationActions": ["Deny"], "matchResources": {"namespaceSelector": {"matchExpressions": [
+                  {"key": "k", "operator": "NotIn", "values": ["x"]}]}}}}
+    warned = {**wanted, "spec": {**wanted["spec"], "validationActions": ["Warn"]}}
+    assert cluster.contested_lists(wanted, warned) == {"spec": {"validationActions": ["Deny"]}}
+    # kubeharden's own list, one it lacks an element of, or a list of maps: the apply decides them alone
+    assert cluster.contested_lists(wanted, wanted) == {}
+    assert cluster.contested_lists({"spec": {"validationActions": ["Deny", "Audit"]}},
+                                   {"spec": {"validationActions": ["Deny"]}}) == {}
+    widened = {"spec": {"matchResources": {"namespaceSelector": {"matchExpressions": [
+        {"key": "k", "operator": "NotIn", "values": ["x", "y"]}]}}}}
+    assert cluster.contested_lists(wanted, widened) == {}
+    assert cluster.contested_lists(wanted, None) == {}
+    assert cluster.contested_lists({"spec": {"ports": [1, 2]}}, {"spec": {"ports": "1"}}) == {}
