@@ -16,6 +16,7 @@ import time
 
 try:
     from ansible.module_utils import kubeharden_cluster as cluster
+    from ansible.module_utils import kubeharden_containerd as containerd
     from ansible.module_utils import kubeharden_encryption as encryption
     from ansible.module_utils import kubeharden_kubeadm as kubeadm
     from ansible.module_utils import kubeharden_node as node
@@ -24,6 +25,7 @@ try:
     from ansible.module_utils.kubeharden_kubectl import transient
 except ImportError:  # imported directly by unit tests and the benchmark
     import kubeharden_cluster as cluster
+    import kubeharden_containerd as containerd
     import kubeharden_encryption as encryption
     import kubeharden_kubeadm as kubeadm
     import kubeharden_node as node
@@ -137,6 +139,18 @@ class Node:
     @functools.cached_property
     def kube_proxy(self) -> dict:
         return node.kube_proxy_state()
+
+    @functools.cached_property
+    def containerd(self) -> tuple[dict, str]:
+        """containerd's effective configuration, as `containerd config dump` prints it (imports and migration
+        applied), and where it came from."""
+        try:
+            config, _unknown = containerd.effective(containerd.CONFIG)
+        except FileNotFoundError as exc:
+            raise node.NotApplicable(str(exc)) from None
+        except containerd.ConfigError as exc:
+            raise node.ReadError(str(exc)) from None
+        return config, f"containerd config dump ({containerd.CONFIG})"
 
     def manifest_flags(self, component: str) -> tuple[dict, str]:
         if component not in self._manifest_flags:
@@ -670,6 +684,24 @@ def read_same_file(check: dict, state: Node) -> Observation:
     return Observation("same" if same else "different", f"{first} vs {other}: {'same' if same else 'different'} CA")
 
 
+def read_containerd(check: dict, state: Node) -> Observation:
+    """A setting of containerd's effective configuration; `key` is its path, plugin sections by full name."""
+    config, source = state.containerd
+    value = containerd.dig(config, check["key"])
+    shown = containerd.path_text(tuple(check["key"]))
+    return Observation(value, f"{shown} = {value if value is not None else 'not set'} ({source})")
+
+
+CONTAINERD_RULES = {"endpoints": containerd.endpoint_problems, "registries": containerd.registry_problems}
+
+
+def read_containerd_rules(check: dict, state: Node) -> Observation:
+    """What breaks one of containerd's hardening rules (the container_runtime role refuses the same)."""
+    config, source = state.containerd
+    offenders = CONTAINERD_RULES[check["aspect"]](config)
+    return Observation(offenders, f"{check['aspect']}: {len(offenders)} offending ({source})")
+
+
 def read_nft_table(check: dict, state: Node) -> Observation:
     """Whether the table is loaded; with `as_loaded`, whether it still holds exactly what the firewall role
     loaded (its listing is saved when the load is confirmed), so a rule added or deleted by hand shows."""
@@ -877,6 +909,9 @@ CHECK_TYPES = {
     "accounts": CheckType(read_accounts, judge="offenders"),
     "audit_rule": CheckType(read_audit_rule),
     "nft_table": CheckType(read_nft_table),
+    # the container runtime
+    "containerd": CheckType(read_containerd),
+    "containerd_rules": CheckType(read_containerd_rules, judge="offenders"),
 }
 # Views of CHECK_TYPES, for callers that need only one aspect.
 READERS = {name: check_type.read for name, check_type in CHECK_TYPES.items()}

@@ -224,8 +224,8 @@ def apply_plan(module: AnsibleModule, kubectl: Kubectl, name: str,
         diffs.append({"before_header": identity_text(obj), "after_header": identity_text(obj),
                       "before": yaml_text(before), "after": yaml_text(after)})
     warnings = [line.strip() for line in err.splitlines() if line.strip().startswith("Warning")]
-    return changed, unchanged, diffs, warnings, {key: contested[key] for key in map(identity, changed)
-                                                  if key in contested}
+    contested_changed = {key: contested[key] for key in map(identity, changed) if key in contested}
+    return changed, unchanged, diffs, warnings, contested_changed
 
 
 def main() -> None:

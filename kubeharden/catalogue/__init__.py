@@ -90,6 +90,11 @@ def _merge(defaults: dict, entry: dict) -> dict:
     return control
 
 
+# The comparisons module_utils/kubeharden_controls.compare knows.
+COMPARISONS = ("set", "unset", "true", "false", "eq", "neq", "in", "has", "nothave", "subset", "gte", "lte", "gt",
+               "regex")
+
+
 def _check_problems(cid: str, check: dict) -> list[str]:
     """What is wrong with a control's check, against the check types of checks.yml."""
     types = check_types()
@@ -114,6 +119,10 @@ def _check_problems(cid: str, check: dict) -> list[str]:
                 if not any(k in check for k, other in keys.items() if other == need)]
     if missing:
         problems.append(f"{cid}: a check of type {read} needs {', '.join(missing)}")
+    for where, part in [("check", check), *((f"check.since.{m}", v) for m, v in since.items())]:
+        if "op" in part and part["op"] not in COMPARISONS:  # YAML reads a bare true/false as a boolean
+            problems.append(f"{cid}: {where}.op {part['op']!r} is not one of {', '.join(COMPARISONS)} (quote true "
+                            "and false)")
     unknown = set(check.get("path_from") or {}) - set(types["path_from"])
     if unknown:
         problems.append(f"{cid}: check.path_from takes {', '.join(types['path_from'])}, "

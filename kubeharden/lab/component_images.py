@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,10 @@ class ComponentImage:
     paths: tuple[tuple[str, str], ...] = ()  # (binary, path in the image) where it is not /usr/local/bin
     user: str = ""
     base: str = ""  # a layer shared by several images, by name (write_archive's `bases`)
+    # File capabilities (`setcap NAMES+ep`) of a binary, as upstream's image sets them: a non-root program that
+    # binds a low port (CoreDNS on 53) holds CAP_NET_BIND_SERVICE through its file, not through the container's
+    # capabilities (Kubernetes gives a non-root process no ambient capabilities).
+    file_capabilities: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def reference(self) -> str:
@@ -53,9 +58,24 @@ def images_for(version: str, etcd_tag: str, pause_tag: str) -> list[ComponentIma
             ComponentImage("pause", pause_tag, ("pause",), entrypoint=("/usr/local/bin/pause",))]
 
 
-def _add(archive: tarfile.TarFile, name: str, data: bytes | None, mode: int, uid: int = 0) -> None:
+CAP_NET_BIND_SERVICE = 10
+_VFS_CAP_REVISION_2, _VFS_CAP_FLAGS_EFFECTIVE = 0x02000000, 0x000001
+
+
+def capability_xattr(capabilities: tuple[int, ...]) -> bytes:
+    """security.capability for `setcap CAPS+ep`: the kernel's vfs_cap_data, revision 2 (permitted, effective)."""
+    permitted = sum(1 << cap for cap in capabilities)
+    return struct.pack("<IIIII", _VFS_CAP_REVISION_2 | _VFS_CAP_FLAGS_EFFECTIVE, permitted & 0xFFFFFFFF, 0,
+                       permitted >> 32, 0)
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes | None, mode: int, uid: int = 0,
+         xattrs: dict[str, bytes] | None = None) -> None:
     info = tarfile.TarInfo(name)
     info.mode, info.uid, info.gid, info.mtime = mode, uid, uid, 0
+    # PAX records as GNU tar and containerd's layer applier read extended attributes (binary values).
+    info.pax_headers = {f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape")
+                        for key, value in (xattrs or {}).items()}
     if data is None:
         info.type = tarfile.DIRTYPE
         archive.addfile(info)
@@ -82,7 +102,9 @@ def _layer(image: ComponentImage, bin_dirs: list[Path]) -> bytes:
             source = next((directory / binary for directory in bin_dirs if (directory / binary).is_file()), None)
             if source is None:
                 raise FileNotFoundError(f"{binary} (for {image.reference}) in none of {[str(d) for d in bin_dirs]}")
-            _add(archive, image.path(binary), source.read_bytes(), 0o755)
+            capabilities = dict(image.file_capabilities).get(binary)
+            _add(archive, image.path(binary), source.read_bytes(), 0o755,
+                 xattrs={"security.capability": capability_xattr(capabilities)} if capabilities else None)
     return buffer.getvalue()
 
 

@@ -28,8 +28,8 @@ def test_catalogue_reads_are_what_the_module_implements():
 
 def test_every_control_names_its_fix():
     for control in catalogue.load():
-        assert control["remediation"]["role"] in {"node_os", "kubelet", "control_plane", "pki", "etcd", "firewall",
-                                                  "cluster_policies"}
+        assert control["remediation"]["role"] in {"node_os", "container_runtime", "kubelet", "control_plane", "pki",
+                                                  "etcd", "firewall", "cluster_policies"}
         assert control["remediation"]["variable"].startswith(control["remediation"]["role"] + "_")
 
 
@@ -237,3 +237,13 @@ def test_every_cis_debian_exception_gives_its_reason_and_is_reported_as_one():
     assert {"DEB12-3.3.1", "DEB12-4.1.1", "DEB12-5.2.4"} <= {c["id"] for c in exceptions}
     with pytest.raises(catalogue.CatalogueError, match="exception must say why"):
         catalogue.validate([{**exceptions[0], "exception": " "}])
+
+
+def test_a_comparison_the_engine_does_not_know_is_refused_when_the_catalogue_loads():
+    from kubeharden_controls import compare
+
+    for op in catalogue.COMPARISONS:  # every listed comparison is one the engine answers
+        compare(op, "1", "1" if op not in ("in", "subset") else ["1"])
+    problems = catalogue._check_problems("X-1", {"read": "sysctl", "key": "a", "op": False})
+    assert problems == ["X-1: check.op False is not one of " + ", ".join(catalogue.COMPARISONS) +
+                        " (quote true and false)"]

@@ -132,6 +132,22 @@ def test_an_archive_stores_a_shared_base_layer_once(tmp_path):
             assert "opt/bin/flanneld" in layer.getnames()
 
 
+def test_coredns_binary_carries_the_capability_upstreams_image_gives_it(release, tmp_path):
+    """CoreDNS runs as nonroot and binds port 53 through its file capability (`setcap cap_net_bind_service=+ep`),
+    which a containerd without unprivileged ports (the container_runtime role) leaves it as its only way."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "coredns").write_bytes(b"\x7fELF")
+    coredns = next(image for image in addons.images(release) if image.name == "coredns/coredns")
+    component_images.write_archive([coredns], bin_dir, tmp_path / "a.tar")
+    with tarfile.open(tmp_path / "a.tar") as archive:
+        layer_name = json.load(archive.extractfile("manifest.json"))[0]["Layers"][0]
+        with tarfile.open(fileobj=archive.extractfile(layer_name)) as layer:
+            record = layer.getmember("coredns").pax_headers["SCHILY.xattr.security.capability"]
+    # the bytes `setcap cap_net_bind_service=+ep` writes (revision 2, effective, permitted bit 10)
+    assert record.encode("utf-8", "surrogateescape").hex() == "0100000200040000000000000000000000000000"
+
+
 def test_network_addons_run_on_every_node_with_the_pod_subnet(release):
     documents = addons.network_manifests(release, cluster.POD_SUBNET)
     daemonsets = {d["metadata"]["name"]: d for d in documents if d["kind"] == "DaemonSet"}
