@@ -26,7 +26,10 @@ WORKER_CIS_FAILURES = {"4.1.1", "4.1.3", "4.1.9", "4.2.9", "4.2.12", "4.2.13", "
 # kubeharden's own controls a stock node fails: nothing of node_os, the firewall or encryption is in place yet.
 # Stock Debian passes some node OS controls (listed in PASSING_NODE_OS below), so those are not here.
 KUBEHARDEN_FAILURES = {"KH-FW-1", "KH-K8S-1", "KH-K8S-3", "KH-K8S-4", "KH-ETCD-2",  # kubeadm runs etcd as root
-                       "KH-ETCD-1"}  # kubeadm's bootstrap token and uploaded certificates, stored in plaintext
+                       "KH-ETCD-1",  # kubeadm's bootstrap token and uploaded certificates, stored in plaintext
+                       # containerd 2.x's defaults (low ports and ping open to pods, device ownership, image volumes)
+                       # and the lab's /etc/containerd as kubeadm's runtime guide writes it (0755, config 0644)
+                       "KH-CRI-1", "KH-CRI-2", "KH-CRI-3", "KH-CRI-4", "KH-CRI-11", "KH-CRI-12"}
 # Section 5, read once per cluster from cp1: what kubeadm leaves open and the cluster_policies role closes (no Pod
 # Security labels, no NetworkPolicy, default service accounts mounting their token, and the host access of the static
 # pods and of the cluster's agents - kube-proxy, flannel, kube-router: privileged, NET_ADMIN, no seccomp profile - in

@@ -143,7 +143,7 @@ def test_kubeadm_init_and_join_with_the_rendered_configuration_bring_up_a_harden
     measured = matrix(boot_lab)
     assert measured.failures() == {}, measured.table()
     report = subprocess.run(["kubeharden", "audit", "-i", str(boot_lab.inventory_path), "--format", "json",
-                             "--controls", "1.2,1.3,1.4,4.2"], capture_output=True, text=True)
+                             "--controls", "1.2,1.3,1.4,4.2,KH-CRI"], capture_output=True, text=True)
     results = json.loads(report.stdout)["nodes"]
     failing = {r["id"] for node in results.values() for r in node["results"] if r["status"] in ("fail", "error")}
     assert failing == set(), failing

@@ -41,15 +41,18 @@ pytestmark = pytest.mark.lab
 # 4.2.9: w1's kubelet back to a serving certificate it signs itself, which the apiserver (1.2.5) refuses.
 # DEB12-3.3.2 is the same rule as KH-OS-1.13 (same_as): one change, both controls name it.
 # 4.3.1: kube-proxy's metrics bound to every address (kube-system/kube-proxy, read by the kube-proxy of each node).
-HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "4.3.1", "5.2.1", "KH-FW-2"},
-             "w1": {"4.2.1", "4.2.4", "4.2.9", "4.3.1", "KH-OS-1.13", "DEB12-3.3.2"}}
+# KH-CRI-8: containerd's socket opened to everyone; KH-CRI-1: unprivileged ports put back in containerd's file.
+HAND_MADE = {"cp1": {"1.1.13", "1.2.15", "4.3.1", "5.2.1", "KH-FW-2", "KH-CRI-8"},
+             "w1": {"4.2.1", "4.2.4", "4.2.9", "4.3.1", "KH-OS-1.13", "DEB12-3.3.2", "KH-CRI-1"}}
 # What restores each change, as the check-mode diff shows it.
 RESTORING_LINES = {"1.1.13": "+/etc/kubernetes/admin.conf 0600 root:root", "1.2.15": "+    - --profiling=false",
                    "KH-FW-2": "-\t\ttcp dport 31337 accept", "4.2.1": "+    enabled: false",
                    "KH-OS-1.13": "+net.ipv4.conf.all.send_redirects = 0", "4.2.4": "+readOnlyPort: 0",
                    "DEB12-3.3.2": "+net.ipv4.conf.all.send_redirects = 0",
                    "4.2.9": "+serverTLSBootstrap: true", "4.3.1": "+metricsBindAddress: 127.0.0.1:10249",
-                   "5.2.1": "+    pod-security.kubernetes.io/enforce: restricted"}
+                   "5.2.1": "+    pod-security.kubernetes.io/enforce: restricted",
+                   "KH-CRI-8": "+/run/containerd/containerd.sock 0660 root:root",
+                   "KH-CRI-1": "+  enable_unprivileged_ports = false"}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +89,54 @@ def test_kube_bench_agrees_on_the_stock_nodes(drift_lab):
 
 # The stock cluster's connectivity, which every later step must keep (measured before site.yml).
 STOCK: dict = {}
+# Pods that site.yml restarts on purpose (static pods, kube-proxy after its configuration): the others must keep
+# their containers through containerd's restart.
+KEPT_PODS = re.compile(r"^(kubeharden-probe/|kube-system/(coredns|flannel|kube-router)-)")
+
+
+def low_port_pod(lab, name: str) -> str:
+    """A restricted, non-root pod on w1 that serves HTTP on port 80; its log says whether the bind worked."""
+    image = on(lab, "w1", "ctr -n k8s.io images ls -q | grep /agnhost: | head -1").strip()
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+           "spec": {"nodeName": "w1", "automountServiceAccountToken": False, "restartPolicy": "Never",
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": "web", "image": image, "imagePullPolicy": "Never",
+                                    "args": ["netexec", "--http-port=80", "--udp-port=-1"],
+                                    "securityContext": {"allowPrivilegeEscalation": False,
+                                                        "capabilities": {"drop": ["ALL"]}}}]}}
+    created = subprocess.run(["docker", "exec", "-i", lab.container("cp1"), "kubectl",
+                              "--kubeconfig=/etc/kubernetes/admin.conf", "apply", "-f", "-"],
+                             input=json.dumps(pod), capture_output=True, text=True)
+    assert created.returncode == 0, created.stderr
+    deadline = time.monotonic() + 90
+    while not re.search(r"Started HTTP server on port 80|bind: permission denied",
+                        log := kubectl(lab, "logs", "-n", "default", name).stdout):
+        assert time.monotonic() < deadline, f"{name} logged nothing about its bind in 90 s: {log}"
+        time.sleep(2)
+    time.sleep(2)  # netexec logs its start before it binds
+    log = kubectl(lab, "logs", "-n", "default", name).stdout
+    assert kubectl(lab, "delete", "pod", "-n", "default", name, "--wait=false").returncode == 0
+    return log
+
+
+def kept_containers(lab) -> dict[str, str]:
+    listing = kubectl(lab, "get", "pods", "-A", "-o", 'jsonpath={range .items[*]}{.metadata.namespace}/'
+                      '{.metadata.name} {.status.containerStatuses[*].containerID}{"\\n"}{end}').stdout
+    return {pod: ids for pod, _, ids in (line.partition(" ") for line in listing.splitlines()) if KEPT_PODS.match(pod)}
+
+
+def containerd_started(lab, node: str) -> str:
+    return on(lab, node, "systemctl show -p ExecMainStartTimestampMonotonic --value containerd").strip()
+
+
+def test_stock_containerd_lets_a_non_root_pod_bind_port_80(drift_lab):
+    """containerd 2.x opens ports below 1024 to every pod by default (enable_unprivileged_ports)."""
+    log = low_port_pod(drift_lab, "low-port-stock")
+    assert "Started HTTP server on port 80" in log and "permission denied" not in log, log
+    STOCK["containers"] = kept_containers(drift_lab)
+    STOCK["containerd"] = {node: containerd_started(drift_lab, node) for node in ("cp1", "w1")}
+    assert len(STOCK["containers"]) >= 6, STOCK["containers"]  # probes, CoreDNS, flannel, kube-router
 MOLECULE_DEFAULT_TESTS = ROOT / "molecule" / "default" / "tests"
 
 
@@ -114,6 +165,42 @@ def test_site_yml_as_molecules_default_scenario_check_converge_idempotence_verif
              "MOLECULE_INVENTORY_FILE": str(lab.inventory_path)})
     assert verified.returncode == 0, verified.stdout[-6000:] + verified.stderr[-2000:]
     assert " passed" in verified.stdout.splitlines()[-1], verified.stdout[-2000:]
+
+
+def test_the_hardened_runtime_kept_every_pod_and_closes_low_ports_the_socket_and_unverified_registries(drift_lab):
+    """containerd restarted under site.yml with the role's configuration: the pods it ran kept their containers; a
+    new non-root pod can no longer bind port 80; the socket refuses an unprivileged user; a registry hosts.toml that
+    skips TLS verification stops the role before any change."""
+    lab = drift_lab
+    assert all(containerd_started(lab, node) != before for node, before in STOCK["containerd"].items())
+    assert kept_containers(lab) == STOCK["containers"]
+    log = low_port_pod(lab, "low-port-hardened")
+    assert "bind: permission denied" in log, log
+    denied = docker.exec_(lab.container("w1"), "su", "-s", "/bin/sh", "nobody", "-c",
+                          "ctr --address /run/containerd/containerd.sock version", check=False)
+    assert denied.returncode != 0 and "permission denied" in denied.stderr, denied
+    config = on(lab, "w1", "sha256sum /etc/containerd/config.toml")
+    started = containerd_started(lab, "w1")
+    hosts = 'server = "https://registry-1.docker.io"\n[host."https://mirror.example"]\n  skip_verify = true\n'
+    written = subprocess.run(["docker", "exec", "-i", lab.container("w1"), "sh", "-c",
+                              "mkdir -p /etc/containerd/certs.d/docker.io && "
+                              "cat > /etc/containerd/certs.d/docker.io/hosts.toml"], input=hosts, text=True)
+    assert written.returncode == 0
+    try:
+        refused = playbook(lab, "container-runtime.yml", "--limit", "w1")
+        assert refused.returncode != 0 and "host https://mirror.example sets skip_verify = true" in refused.stdout, \
+            refused.stdout[-3000:]
+        assert on(lab, "w1", "sha256sum /etc/containerd/config.toml") == config
+        assert containerd_started(lab, "w1") == started
+    finally:
+        on(lab, "w1", "rm -r /etc/containerd/certs.d/docker.io")
+    # The cluster's pods made again under the hardened runtime: the connectivity matrix below (the next test) is
+    # measured on them.
+    for namespace, selector in (("kubeharden-probe", ""), ("kube-system", "k8s-app=kube-dns")):
+        removed = kubectl(lab, "delete", "pods", "-n", namespace, *(("-l", selector) if selector else ("--all",)))
+        assert removed.returncode == 0, removed.stderr
+    waited = kubectl(lab, "wait", "--for=condition=Ready", "pods", "--all", "-n", "kubeharden-probe", "--timeout=90s")
+    assert waited.returncode == 0, waited.stderr
 
 
 def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
@@ -156,6 +243,9 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     edit_kube_proxy_config(lab, "metricsBindAddress: 127.0.0.1:10249", "metricsBindAddress: 0.0.0.0:10249")
     assert kube_proxy_metrics_listener(lab, "w1") in ("*:10249", "0.0.0.0:10249")  # the socket, not the file
     on(lab, "cp1", "nft add rule inet kubeharden input tcp dport 31337 accept")
+    on(lab, "cp1", "chmod 666 /run/containerd/containerd.sock")
+    on(lab, "w1", "sed -i 's/^  enable_unprivileged_ports = false/  enable_unprivileged_ports = true/' "
+                  "/etc/containerd/config.toml")
 
     # One command: the drift run (its report is `before`), the fix by tag, and the next drift run.
     textfiles = tmp_path / "textfile"
@@ -172,7 +262,8 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     assert {node: set(ids) for node, ids in fixed["remediation"]["fixed"].items()} == HAND_MADE
     assert set(fixed["remediation"]["tags"]) == {"control_plane_files", "control_plane_apiserver", "firewall",
                                                  "kubelet_config", "kubelet_serving", "node_os_sysctl",
-                                                 "cluster_policies_pod_security", "kubelet_kube_proxy"}
+                                                 "cluster_policies_pod_security", "kubelet_kube_proxy",
+                                                 "container_runtime_config", "container_runtime_files"}
     # The check after remediation is the next drift run: clean, nothing pending.
     assert drifted(fixed) == {} and all(not entry["pending"] for entry in fixed["nodes"].values()), fixed["nodes"]
     metrics = (textfiles / "kubeharden.prom").read_text()
@@ -188,13 +279,15 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     assert "net.ipv4.conf.all.send_redirects = 0" in on(lab, "w1", "cat /etc/sysctl.d/99-zz-kubeharden.conf")
     assert kubectl(lab, "get", "--raw", "/api/v1/nodes/w1/proxy/healthz").stdout.strip() == "ok"
     assert kube_proxy_metrics_listener(lab, "w1") == "127.0.0.1:10249"
+    assert on(lab, "cp1", "stat -c %a /run/containerd/containerd.sock").strip() == "660"
+    assert "  enable_unprivileged_ports = false" in on(lab, "w1", "cat /etc/containerd/config.toml")
     assert matrix(lab).cells == stock.cells, matrix(lab).table()
 
     report = subprocess.run(["kubeharden", "report", "--state-dir", str(state), "--html", str(tmp_path / "r.html")],
                             capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
-    assert "now passing: 1.1.13, 1.2.15, 4.3.1, 5.2.1, KH-FW-2" in report.stdout, report.stdout
-    assert "now passing: 4.2.1, 4.2.4, 4.2.9, 4.3.1, DEB12-3.3.2, KH-OS-1.13" in report.stdout, report.stdout
+    assert "now passing: 1.1.13, 1.2.15, 4.3.1, 5.2.1, KH-CRI-8, KH-FW-2" in report.stdout, report.stdout
+    assert "now passing: 4.2.1, 4.2.4, 4.2.9, 4.3.1, DEB12-3.3.2, KH-CRI-1, KH-OS-1.13" in report.stdout, report.stdout
     page = (tmp_path / "r.html").read_text()
     assert "<svg" in page and "cp1" in page and "4.2.9" in page  # trend drawn, fixed controls listed
     assert len(list((state / "history").glob("*.json"))) == 3  # baseline, before and after remediation

@@ -1,7 +1,7 @@
 """kubeharden installed as a Python user installs it: a wheel in a fresh venv, run from outside the checkout.
 
-The wheel carries the Ansible collection its commands run; the lab it brings up and audits is a real one, and its
-audit says exactly what the checkout's says of the same node.
+The wheel carries the Ansible collection its commands run, and not the node lab (a developer's tool, run from the
+checkout); the wheel's audit of a real lab node says exactly what the checkout's says of the same node.
 """
 
 from __future__ import annotations
@@ -57,11 +57,21 @@ def test_the_command_works_with_no_checkout(venv, tmp_path):
                    cwd=tmp_path)
     expression, license_file = metadata.stdout.split("\n")[:2]
     assert expression == "Apache-2.0" and license_file.endswith("LICENSE"), metadata.stdout + metadata.stderr
+    # The node lab stays in the checkout: no `lab` command, no kubeharden.lab package in the wheel.
+    lab = run(venv, "kubeharden", "lab", "status", cwd=tmp_path)
+    assert lab.returncode == 2 and "invalid choice: 'lab'" in lab.stderr, lab.stderr
+    assert run(venv, "python", "-c", "import kubeharden.lab", cwd=tmp_path).returncode != 0
+
+
+def checkout_lab(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The checkout's `kubeharden lab`, which brings up the lab the wheel's commands then run on."""
+    return subprocess.run([sys.executable, "-m", "kubeharden.cli", "lab", *argv], capture_output=True, text=True,
+                          cwd=cwd, check=False)
 
 
 def test_lab_up_audit_and_down_from_the_wheel(venv, tmp_path):
     require_lab()
-    up = run(venv, "kubeharden", "lab", "up", "--name", "pytest-wheel", "--workers", "0", cwd=tmp_path)
+    up = checkout_lab("up", "--name", "pytest-wheel", "--workers", "0", cwd=tmp_path)
     try:
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
         inventory = tmp_path / "inventories/pytest-wheel/hosts.yml"
@@ -83,5 +93,5 @@ def test_lab_up_audit_and_down_from_the_wheel(venv, tmp_path):
         pending = {change["task"] for change in report["nodes"]["cp1"]["pending"]}
         assert len(pending) > 10, pending  # a stock node: site.yml would change many things
     finally:
-        down = run(venv, "kubeharden", "lab", "down", "--name", "pytest-wheel", cwd=tmp_path)
+        down = checkout_lab("down", "--name", "pytest-wheel", cwd=tmp_path)
     assert down.returncode == 0 and "removed 1 node(s)" in down.stdout, down.stderr

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 
 import kubeharden_containerd as containerd
+import kubeharden_controls as controls
+import kubeharden_node as node
 import pytest
 
 from kubeharden.lab import go_tool, runtime
@@ -140,3 +142,25 @@ def test_a_setting_whose_line_cannot_be_found_rewrites_the_whole_file_correctly(
     simple = containerd.written_text(text, current, {"plugins": {RUNTIME: {"enable_unprivileged_ports": False}}},
                                      "# header\n")
     assert "  # theirs" in simple and simple.startswith("# header\nversion = 3\n")
+
+
+def test_the_audit_judges_containerds_own_reading_of_the_file(tmp_path, binary, monkeypatch):
+    """The readers behind KH-CRI: containerd's defaults count (the file need not name a setting), migrated
+    version-3 sections are read under their version-4 names, and a file containerd refuses is an error."""
+    path = tmp_path / "config.toml"
+    path.write_text(LAB_CONFIG + "[debug]\n  address = '0.0.0.0:1338'\n")
+    monkeypatch.setattr(containerd, "CONFIG", str(path))
+    monkeypatch.setattr(containerd, "containerd_binary", lambda: binary)
+    state = controls.Node(["workers"])
+    ports = controls.read_containerd({"read": "containerd", "key": ["plugins", RUNTIME, "enable_unprivileged_ports"]},
+                                     state)
+    assert ports.value is True and "containerd config dump" in ports.evidence  # 2.x's default, not in the file
+    endpoints = controls.read_containerd_rules({"read": "containerd_rules", "aspect": "endpoints"}, state)
+    assert endpoints.value == ["io.containerd.server.v1.debug address '0.0.0.0:1338' is not a unix socket (the "
+                               "debug API has no authentication)"]
+    path.write_text("version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  enable_cdi = 'maybe'\n")
+    with pytest.raises(node.ReadError, match="containerd refuses"):
+        controls.read_containerd({"read": "containerd", "key": ["version"]}, controls.Node(["workers"]))
+    monkeypatch.setattr(containerd, "containerd_binary", lambda: None)
+    with pytest.raises(node.NotApplicable, match="containerd is not installed"):
+        controls.read_containerd({"read": "containerd", "key": ["version"]}, controls.Node(["workers"]))
