@@ -49,6 +49,17 @@ def atomic_write(path: str, content: str, mode: int | None = None) -> None:
         raise
 
 
+def replace_file(path: str, content: str, params: dict, mode: int | None = None, new_mode: int = 0o600) -> str | None:
+    """The one write tail of kubeharden's modules: an existing `path` is first copied under params["backup_dir"]
+    (unless params["backup"] is false), then `content` replaces it atomically. `mode` forces a mode; otherwise
+    the file keeps its own, and a new one gets `new_mode`. Returns the backup's path, None when none was made."""
+    existing = os.path.exists(path)
+    backup_file = backup(path, params.get("backup_dir") or DEFAULT_BACKUP_DIR) \
+        if existing and params.get("backup", True) else None
+    atomic_write(path, content, mode=mode if mode is not None else (None if existing else new_mode))
+    return backup_file
+
+
 def read_or_empty(path: str) -> str:
     """A file's text, or "" when it does not exist (a file the module is about to create)."""
     if not os.path.exists(path):

@@ -64,7 +64,7 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, read_or_empty, replace_file
 from ansible.module_utils.kubeharden_os import STYLES, set_config_keys
 
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -116,9 +116,7 @@ def main() -> None:
         result["changed_files"].append(path)
         result["diff"].append({"before": before, "after": after, "before_header": path, "after_header": path})
         if not module.check_mode:
-            if p["backup"] and before:
-                backup(path, p["backup_dir"])
-            atomic_write(path, after, mode=None if os.path.exists(path) else 0o644)
+            replace_file(path, after, p, new_mode=0o644)
     result["changed"] = bool(result["changed_files"])
     module.exit_json(**result)
 

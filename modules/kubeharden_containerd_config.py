@@ -86,7 +86,7 @@ from ansible.module_utils.kubeharden_containerd import (
     registry_problems,
     written_text,
 )
-from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, replace_file
 
 HEADER = "# containerd's configuration. Settings kubeharden keeps (the container_runtime role) are listed below;\n" \
          "# set them through the role's variables, the rest is the operator's.\n"
@@ -160,9 +160,9 @@ def main() -> None:
     if changed:
         result["diff"] = {"before": text, "after": candidate, "before_header": path, "after_header": path}
         if not module.check_mode:
-            if params["backup"] and os.path.exists(path):
-                result["backup_file"] = backup(path, params["backup_dir"])
-            atomic_write(path, candidate, mode=None if os.path.exists(path) else 0o600)
+            backup_file = replace_file(path, candidate, params)
+            if backup_file:
+                result["backup_file"] = backup_file
     module.exit_json(**result)
 
 

@@ -46,7 +46,7 @@ import pwd
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, replace_file
 
 
 def main() -> None:
@@ -93,9 +93,7 @@ def main() -> None:
         if not os.path.isdir(directory):
             os.makedirs(directory)
             os.chmod(directory, 0o755)  # not the process umask: these are configuration directories others read
-        if before and module.params["backup"]:
-            backup(path, module.params["backup_dir"])
-        atomic_write(path, content, mode=mode)
+        replace_file(path, content, module.params, mode=mode)
         os.chown(path, uid, gid)
         os.chmod(path, mode)
     result["changed"] = bool(result["changed_files"])

@@ -145,9 +145,8 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.kubeharden_files import (
     BACKUP_DIR_OPTION,
-    atomic_write,
-    backup,
     read_or_empty,
+    replace_file,
 )
 from ansible.module_utils.kubeharden_kubeadm import ConfigError, api_version, parse_version, render
 
@@ -219,9 +218,7 @@ def main() -> None:
                           "after_header": p["path"]}
         if not module.check_mode:
             os.makedirs(os.path.dirname(p["path"]), mode=0o755, exist_ok=True)
-            if current:
-                backup(p["path"], p["backup_dir"])
-            atomic_write(p["path"], content, mode=0o600)
+            replace_file(p["path"], content, p, mode=0o600)
     module.exit_json(**result)
 
 

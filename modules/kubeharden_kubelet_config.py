@@ -65,7 +65,7 @@ import glob
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, replace_file
 from ansible.module_utils.kubeharden_kubeadm import KUBELET_OMITTED_WHEN_ZERO
 from ansible.module_utils.kubeharden_node import (
     NotApplicable,
@@ -163,9 +163,9 @@ def main() -> None:
         result["diff"] = {"before": before_text, "after": after_text, "before_header": target,
                           "after_header": target}
         if not module.check_mode:
-            if params["backup"] and os.path.exists(target):
-                result["backup_file"] = backup(target, params["backup_dir"])
-            atomic_write(target, after_text, mode=None if os.path.exists(target) else 0o600)
+            backup_file = replace_file(target, after_text, params)
+            if backup_file:
+                result["backup_file"] = backup_file
     module.exit_json(**result)
 
 

@@ -68,7 +68,7 @@ swap_turned_off:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup, read_or_empty
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, read_or_empty, replace_file
 from ansible.module_utils.kubeharden_node import in_container, mount_options, read_text, run
 from ansible.module_utils.kubeharden_os import fstab_add_options, fstab_comment_swap
 
@@ -126,9 +126,9 @@ def main() -> None:
     if after != before:
         result["diff"] = {"before": before, "after": after, "before_header": p["fstab"], "after_header": p["fstab"]}
         if not module.check_mode:
-            if p["backup"] and before:
-                result["backup_file"] = backup(p["fstab"], p["backup_dir"])
-            atomic_write(p["fstab"], after, mode=0o644)
+            backup_file = replace_file(p["fstab"], after, p, mode=0o644)
+            if backup_file:
+                result["backup_file"] = backup_file
     result["changed"] = after != before or bool(result["remounted"]) or result["swap_turned_off"]
     module.exit_json(**result)
 

@@ -95,7 +95,7 @@ import copy
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, atomic_write, backup
+from ansible.module_utils.kubeharden_files import BACKUP_OPTIONS, replace_file
 from ansible.module_utils.kubeharden_manifest import ManifestError, apply, container_of, image_version, parse_version
 from ansible.module_utils.kubeharden_node import ReadError, parse_yaml
 
@@ -175,9 +175,9 @@ def main() -> None:
         after_text = render(after)
         result["diff"] = {"before": before_text, "after": after_text, "before_header": path, "after_header": path}
         if not module.check_mode:
-            if params["backup"]:
-                result["backup_file"] = backup(path, params["backup_dir"])
-            atomic_write(path, after_text)
+            backup_file = replace_file(path, after_text, params)
+            if backup_file:
+                result["backup_file"] = backup_file
     module.exit_json(**result)
 
 

@@ -133,3 +133,20 @@ def test_without_kubeadm_the_validation_says_it_was_skipped(tmp_path, monkeypatc
     done = run_module("kubeharden_kubeadm_config", {**KUBEADM_ARGS, "path": str(tmp_path / "k.yaml"),
                                                     "backup_dir": str(tmp_path / "b")})
     assert not done["failed"] and done["validated"] == "skipped: kubeadm is not installed on this node"
+
+
+# -- the write tail every module shares ----------------------------------------------------------------------
+
+def test_replace_file_backs_up_what_it_replaces_and_keeps_or_sets_the_mode(tmp_path):
+    from kubeharden_files import replace_file
+
+    params = {"backup": True, "backup_dir": str(tmp_path / "backups")}
+    target = tmp_path / "conf"
+    assert replace_file(str(target), "one\n", params, new_mode=0o644) is None  # nothing to back up yet
+    assert target.read_text() == "one\n" and oct(target.stat().st_mode & 0o777) == "0o644"
+    target.chmod(0o640)
+    saved = replace_file(str(target), "two\n", params)
+    assert open(saved).read() == "one\n" and saved.startswith(params["backup_dir"])
+    assert target.read_text() == "two\n" and oct(target.stat().st_mode & 0o777) == "0o640"  # its own mode kept
+    assert replace_file(str(target), "three\n", {**params, "backup": False}, mode=0o600) is None
+    assert oct(target.stat().st_mode & 0o777) == "0o600" and len(list((tmp_path / "backups").rglob("conf.*"))) == 1
