@@ -149,7 +149,19 @@ def registry_problems(config: dict, certs_dir: str | None = None) -> list[str]:
                     problems.append(f"{path}: {what} is plain HTTP")
                 if entry.get("skip_verify") is True:
                     problems.append(f"{path}: {what} sets skip_verify = true (TLS not verified)")
+                problems += [f"{path}: {what} names {key} {file}, which does not exist (every pull would fail TLS)"
+                             for key, file in _tls_files(entry) if not os.path.isfile(file)]
     return problems
+
+
+def _tls_files(entry: dict) -> list[tuple[str, str]]:
+    """The CA and client certificate files a hosts.toml entry names (`ca`, `client`: a path, a list, or pairs)."""
+    files = []
+    for key in ("ca", "client"):
+        value = entry.get(key)
+        for item in value if isinstance(value, list) else [value] if value else []:
+            files += [(key, str(part)) for part in (item if isinstance(item, list) else [item])]
+    return files
 
 
 # -- the file kubeharden writes ---------------------------------------------------------------------------

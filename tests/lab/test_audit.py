@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -225,3 +228,57 @@ def test_live_kubelet_command_line_wins_over_the_unit(lab):
     assert results["4.2.13"]["status"] == "pass" and "/root/live.yaml" in results["4.2.13"]["evidence"]
     assert results["4.2.14"]["status"] == "pass"
     assert results["4.2.1"]["status"] == "pass"  # anonymous auth: off in kubeadm's configuration
+
+
+def answered(argv: list[str], password: str, seconds: int = 300) -> tuple[int, str]:
+    """Run `argv` on a terminal (getpass reads the terminal, not stdin), type `password` at its prompt, and return
+    its exit code and everything it printed. Bounded: killed after `seconds`."""
+    pid, terminal = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], argv)
+    output, typed, deadline = b"", False, time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # the child closed the terminal: it is done
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not typed and b"BECOME password:" in output:
+                os.write(terminal, password.encode() + b"\n")
+                typed = True
+        else:
+            os.kill(pid, 9)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(terminal)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_a_become_password_asked_once_with_ask_become_pass_reaches_sudo(lab, tmp_path):
+    """-K on nodes whose sudo asks for a password: without it the audit cannot read the node (exit 2, sudo's own
+    message); with it the password typed once at the prompt reaches sudo and the node's controls are judged."""
+    cp1 = lab.container("cp1")
+    docker.exec_(cp1, "sh", "-c", "id ops >/dev/null 2>&1 || useradd --create-home --shell /bin/bash ops; "
+                 "echo 'ops:ops-secret-1' | chpasswd; echo 'ops ALL=(ALL) ALL' > /etc/sudoers.d/ops; "
+                 "chmod 0440 /etc/sudoers.d/ops; install -d -m 0700 -o ops -g ops /home/ops/.ssh; "
+                 "install -m 0600 -o ops -g ops /home/labadmin/.ssh/authorized_keys /home/ops/.ssh/authorized_keys")
+    try:
+        inventory = tmp_path / "hosts.yml"
+        data = yaml.safe_load(lab.inventory_path.read_text())
+        data["all"]["vars"]["ansible_user"] = "ops"  # the inventory's user wins over -u, as in Ansible
+        inventory.write_text(yaml.safe_dump(data))
+        command = ["kubeharden", "audit", "-i", str(inventory), "--limit", "cp1", "--controls", "KH-OS-8.1",
+                   "--format", "json"]
+        without = subprocess.run(command, capture_output=True, text=True)
+        assert without.returncode == EXIT_ERROR, without.stdout[-2000:]
+        assert "password" in json.loads(without.stdout)["errors"]["cp1"].lower(), without.stdout[-2000:]
+        code, printed = answered([*command, "-K"], "ops-secret-1")
+        report = json.loads(printed[printed.index("{"):])
+        assert code in (EXIT_OK, EXIT_FAILED) and report["errors"] == {}, printed[-2000:]
+        assert {r["status"] for r in report["nodes"]["cp1"]["results"]} <= {"pass", "fail"}, printed[-2000:]
+        assert "ops-secret-1" not in printed
+    finally:
+        docker.exec_(cp1, "sh", "-c", "rm -f /etc/sudoers.d/ops; userdel -r ops", check=False)

@@ -111,14 +111,18 @@ def test_registry_hosts_without_tls_verification_or_over_http_are_named(tmp_path
         'server = "https://registry-1.docker.io"\n[host."https://mirror.example"]\n  skip_verify = true\n'
         '[host."http://plain.example"]\n  capabilities = ["pull"]\n')
     (certs / "quay.io").mkdir()
-    (certs / "quay.io" / "hosts.toml").write_text('server = "https://quay.io"\n[host."https://m.example"]\n'
-                                                   '  ca = "/etc/ssl/m.pem"\n')
+    ca = tmp_path / "m.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    (certs / "quay.io" / "hosts.toml").write_text(f'server = "https://quay.io"\n[host."https://m.example"]\n'
+                                                   f'  ca = "{ca}"\n[host."https://n.example"]\n'
+                                                   f'  client = [["{ca}", "{tmp_path}/n.key"]]\n')
     settings = {"plugins": {"io.containerd.cri.v1.images": {"registry": {"config_path": str(certs)}}}}
     result = configure(tmp_path, LAB_CONFIG, binary, settings=settings)
     assert result["failed"] and (tmp_path / "config.toml").read_text() == LAB_CONFIG
     assert result["problems"] == [f"{certs}/docker.io/hosts.toml: host https://mirror.example sets skip_verify = true "
                                   "(TLS not verified)", f"{certs}/docker.io/hosts.toml: host http://plain.example is "
-                                  "plain HTTP"]
+                                  "plain HTTP", f"{certs}/quay.io/hosts.toml: host https://n.example names client "
+                                  f"{tmp_path}/n.key, which does not exist (every pull would fail TLS)"]
 
 
 def test_toml_text_is_read_back_identically_by_containerd(tmp_path, binary):
