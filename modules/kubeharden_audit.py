@@ -124,7 +124,13 @@ import time
 from collections import Counter
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kubeharden_controls import CHECK_TYPES, Node, RenderedNode, evaluate_all
+from ansible.module_utils.kubeharden_controls import (
+    CHECK_TYPES,
+    Node,
+    RenderedNode,
+    decided_by_rendering,
+    evaluate_all,
+)
 from ansible.module_utils.kubeharden_node import ReadError
 
 
@@ -160,7 +166,7 @@ def main() -> None:
             state = RenderedNode(module.params["node_roles"], module.params["kubeadm_config"])
         except ReadError as exc:
             module.fail_json(msg=str(exc))
-        controls = [c for c in controls if RenderedNode.decides(c)]
+        controls = [c for c in controls if decided_by_rendering(c)]
     else:
         state = Node(module.params["node_roles"], module.params["accepted_subjects"],
                      pod_security_level=module.params["pod_security_level"],

@@ -153,33 +153,42 @@ def test_every_control_has_a_section():
     assert [c["id"] for c in catalogue.load() if c["section"] == "Other"] == []
 
 
+READER_FILES = ("kubeharden_views.py", "kubeharden_readers_os.py", "kubeharden_readers_kubernetes.py",
+                "kubeharden_controls.py")
+
+
 def _keys_each_function_reads_from_check() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """Per function of kubeharden_controls: the `check` keys it reads, and the functions it hands `check` to."""
-    tree = ast.parse(Path(kubeharden_controls.__file__).read_text())
+    """Per function of the readers and the node views: the `check` keys it reads, and the functions it hands
+    `check` to (by name, or as another module's attribute)."""
     keys, calls = {}, {}
-    for function in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
-        if "check" not in [a.arg for a in function.args.args]:
-            continue
-        keys[function.name], calls[function.name] = set(), set()
-        for node in ast.walk(function):
-            is_check = lambda n: isinstance(n, ast.Name) and n.id == "check"  # noqa: E731
-            if isinstance(node, ast.Subscript) and is_check(node.value) and isinstance(node.slice, ast.Constant):
-                keys[function.name].add(node.slice.value)
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_check(node.func.value) \
-                    and node.func.attr == "get" and isinstance(node.args[0], ast.Constant):
-                keys[function.name].add(node.args[0].value)
-            elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) \
-                    and is_check(node.comparators[0]):
-                keys[function.name].add(node.left.value)
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and any(map(is_check, node.args)):
-                calls[function.name].add(node.func.id)
+    for name in READER_FILES:
+        tree = ast.parse((Path(kubeharden_controls.__file__).parent / name).read_text())
+        for function in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+            if "check" not in [a.arg for a in function.args.args]:
+                continue
+            keys[function.name], calls[function.name] = set(), set()
+            for node in ast.walk(function):
+                is_check = lambda n: isinstance(n, ast.Name) and n.id == "check"  # noqa: E731
+                if isinstance(node, ast.Subscript) and is_check(node.value) and isinstance(node.slice, ast.Constant):
+                    keys[function.name].add(node.slice.value)
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_check(node.func.value) \
+                        and node.func.attr == "get" and isinstance(node.args[0], ast.Constant):
+                    keys[function.name].add(node.args[0].value)
+                elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) \
+                        and is_check(node.comparators[0]):
+                    keys[function.name].add(node.left.value)
+                elif isinstance(node, ast.Call) and any(map(is_check, node.args)):
+                    if isinstance(node.func, ast.Name):
+                        calls[function.name].add(node.func.id)
+                    elif isinstance(node.func, ast.Attribute):
+                        calls[function.name].add(node.func.attr)
     return keys, calls
 
 
 def test_every_reader_reads_only_the_keys_checks_yml_declares_for_its_type():
     keys, calls = _keys_each_function_reads_from_check()
     types = catalogue.check_types()
-    assert "mode_max" in keys["read_file"] and "key" in keys["_resolve_path"] | keys["read_kubelet"]  # it sees reads
+    assert "mode_max" in keys["read_file"] and "key" in keys["resolve_path"] | keys["read_kubelet"]  # it sees reads
     for read, reader in kubeharden_controls.READERS.items():
         seen, todo, read_keys = set(), [reader.__name__], set()
         while todo:

@@ -8,6 +8,7 @@ import os
 import kubeharden_containerd as containerd
 import kubeharden_controls as controls
 import kubeharden_node as node
+import kubeharden_readers_kubernetes as readers
 import pytest
 
 from kubeharden.lab import go_tool, runtime
@@ -156,15 +157,21 @@ def test_the_audit_judges_containerds_own_reading_of_the_file(tmp_path, binary, 
     monkeypatch.setattr(containerd, "CONFIG", str(path))
     monkeypatch.setattr(containerd, "containerd_binary", lambda: binary)
     state = controls.Node(["workers"])
-    ports = controls.read_containerd({"read": "containerd", "key": ["plugins", RUNTIME, "enable_unprivileged_ports"]},
+    ports = readers.read_containerd({"read": "containerd", "key": ["plugins", RUNTIME, "enable_unprivileged_ports"]},
                                      state)
     assert ports.value is True and "containerd config dump" in ports.evidence  # 2.x's default, not in the file
-    endpoints = controls.read_containerd_rules({"read": "containerd_rules", "aspect": "endpoints"}, state)
+    endpoints = readers.read_containerd_rules({"read": "containerd_rules", "aspect": "endpoints"}, state)
     assert endpoints.value == ["io.containerd.server.v1.debug address '0.0.0.0:1338' is not a unix socket (the "
                                "debug API has no authentication)"]
     path.write_text("version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  enable_cdi = 'maybe'\n")
     with pytest.raises(node.ReadError, match="containerd refuses"):
-        controls.read_containerd({"read": "containerd", "key": ["version"]}, controls.Node(["workers"]))
+        readers.read_containerd({"read": "containerd", "key": ["version"]}, controls.Node(["workers"]))
     monkeypatch.setattr(containerd, "containerd_binary", lambda: None)
     with pytest.raises(node.NotApplicable, match="containerd is not installed"):
-        controls.read_containerd({"read": "containerd", "key": ["version"]}, controls.Node(["workers"]))
+        readers.read_containerd({"read": "containerd", "key": ["version"]}, controls.Node(["workers"]))
+    # containerd 1.x dumps version 2 (its CRI settings elsewhere): an error, never a silent pass on a missing key.
+    monkeypatch.setattr(containerd, "effective", lambda path, binary=None: (
+        {"version": 2, "plugins": {"io.containerd.grpc.v1.cri": {"enable_unprivileged_ports": False}}}, []))
+    with pytest.raises(node.ReadError, match=r"containerd 1\.x, out of upstream support"):
+        readers.read_containerd({"read": "containerd", "key": ["plugins", RUNTIME, "enable_unprivileged_ports"]},
+                                controls.Node(["workers"]))

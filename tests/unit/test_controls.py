@@ -6,6 +6,7 @@ import textwrap
 
 import kubeharden_controls as controls
 import kubeharden_node as node
+import kubeharden_readers_os as readers_os
 import pytest
 
 
@@ -104,9 +105,9 @@ def test_modprobe_install_false_disables_and_blacklist_only_blacklists(tmp_path,
     (tmp_path / "kh.conf").write_text("install cramfs /bin/false\nblacklist usb-storage\n")
     monkeypatch.setattr(node, "MODPROBE_DIRS", (str(tmp_path),))
     state = controls.Node(["workers"])
-    assert controls.read_module({"module": "cramfs"}, state).value == "disabled"
-    assert controls.read_module({"module": "usb-storage"}, state).value == "blacklisted"
-    assert controls.read_module({"module": "tipc"}, state).value == "loadable"
+    assert readers_os.read_module({"module": "cramfs"}, state).value == "disabled"
+    assert readers_os.read_module({"module": "usb-storage"}, state).value == "blacklisted"
+    assert readers_os.read_module({"module": "tipc"}, state).value == "loadable"
 
 
 def _manifest_control(tmp_path, monkeypatch, text):
@@ -143,7 +144,7 @@ def test_file_modes_report_offenders(tmp_path):
     (tmp_path / "a.key").chmod(0o644)
     (tmp_path / "b.key").write_text("k")
     (tmp_path / "b.key").chmod(0o600)
-    observation = controls.read_file({"path": str(tmp_path / "*.key"), "mode_max": "600"}, controls.Node([]))
+    observation = readers_os.read_file({"path": str(tmp_path / "*.key"), "mode_max": "600"}, controls.Node([]))
     assert len(observation.value) == 1 and observation.value[0].startswith(str(tmp_path / "a.key") + " 0644")
 
 
@@ -158,28 +159,6 @@ def test_container_fact_makes_declared_controls_not_applicable(monkeypatch):
     control = {"id": "t", "check": {"read": "service", "unit": "auditd.service", "container": "no audit netlink"}}
     result = controls.evaluate(control, controls.Node([]))
     assert result["status"] == "not_applicable" and "no audit netlink" in result["reason"]
-
-
-@pytest.mark.parametrize(("flags", "auth_config", "expected"), [
-    (["--secure-port=6443"], None, "true"),
-    (["--anonymous-auth=false"], None, "false"),
-    (["--authentication-config={auth}"],
-     "anonymous:\n  enabled: true\n  conditions: [{path: /livez}, {path: /readyz}, {path: /healthz}]\n", "health-only"),
-    (["--authentication-config={auth}"], "anonymous:\n  enabled: true\n  conditions: [{path: /api}]\n", "true"),
-    (["--authentication-config={auth}"], "anonymous:\n  enabled: false\n", "false"),
-    (["--authentication-config={auth}"], "jwt: []\n", "true"),
-])
-def test_anonymous_auth_understands_authentication_configuration(tmp_path, monkeypatch, flags, auth_config,
-                                                                 expected):
-    auth = tmp_path / "auth.yaml"
-    if auth_config is not None:
-        auth.write_text("apiVersion: apiserver.config.k8s.io/v1beta1\nkind: AuthenticationConfiguration\n"
-                        + auth_config)
-    command = ", ".join(["kube-apiserver", *(f.format(auth=auth) for f in flags)])
-    (tmp_path / "kube-apiserver.yaml").write_text(f"spec:\n  containers:\n  - command: [{command}]\n")
-    monkeypatch.setattr(node, "MANIFEST_DIR", str(tmp_path))
-    observation = controls.read_anonymous_auth({}, controls.Node(["control_plane"]))
-    assert observation.value == expected
 
 
 class KubeletAt(controls.Node):
@@ -229,38 +208,6 @@ def test_an_exception_is_reported_with_its_reason_and_never_read(monkeypatch):
                "check": {"read": "sysctl", "key": "net.ipv4.ip_forward", "op": "eq", "value": "0"}}
     result = controls.evaluate(control, controls.Node([]))
     assert result["status"] == "exception" and result["reason"] == "exception: Kubernetes forwards pod traffic"
-
-
-def test_running_pods_the_image_policy_would_refuse_are_judged_once_per_namespace_and_images(monkeypatch):
-    """One dry run per namespace and set of images: the pods of one workload share it; exempt namespaces are
-    counted with their reason; without a policy that says no, nothing judges images."""
-    import kubeharden_cluster as cluster
-
-    web = [{"kind": "Pod", "metadata": {"namespace": "shop", "name": f"web-{i}"}, "status": {"phase": "Running"},
-            "spec": {"containers": [{"image": "docker.io/nginx:latest"}]}} for i in range(3)]
-    vendor = {"kind": "Namespace", "metadata": {"name": "vendor", "annotations": {
-        cluster.EXEMPT_FROM: "image-policy", cluster.EXEMPTION_REASON: "its own"}}}
-    theirs = {"kind": "Pod", "metadata": {"namespace": "vendor", "name": "agent"}, "status": {"phase": "Running"},
-              "spec": {"containers": [{"image": "quay.io/agent:1"}]}}
-    policy = {"kind": "ValidatingAdmissionPolicy", "metadata": {"name": cluster.IMAGE_POLICY}, "spec": {}}
-    binding = {"kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": cluster.IMAGE_POLICY},
-               "spec": {"policyName": cluster.IMAGE_POLICY, "validationActions": ["Deny"]}}
-    state = controls.Node(["cluster"])
-    asked = []
-
-    def dry_run(namespace, images):
-        asked.append((namespace, tuple(images)))
-        return ["docker.io/nginx:latest not from an allowed registry"]
-
-    monkeypatch.setattr(state, "image_policy_dry_run", dry_run)
-    state.__dict__["cluster"] = cluster.ClusterState([*web, vendor, theirs])
-    with pytest.raises(node.NotApplicable, match="nothing judges images"):
-        controls.read_cluster({"aspect": "image_refused"}, state)
-    state.__dict__["cluster"] = cluster.ClusterState([*web, vendor, theirs, policy, binding])
-    observed = controls.read_cluster({"aspect": "image_refused"}, state)
-    assert asked == [("shop", ("docker.io/nginx:latest",))]
-    assert observed.value == [f"shop/web-{i}: docker.io/nginx:latest not from an allowed registry" for i in range(3)]
-    assert "vendor (its own)" in observed.evidence
 
 
 def config_control(check: dict) -> dict:

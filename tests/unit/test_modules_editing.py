@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -146,7 +147,7 @@ def test_replace_file_backs_up_what_it_replaces_and_keeps_or_sets_the_mode(tmp_p
     assert target.read_text() == "one\n" and oct(target.stat().st_mode & 0o777) == "0o644"
     target.chmod(0o640)
     saved = replace_file(str(target), "two\n", params)
-    assert open(saved).read() == "one\n" and saved.startswith(params["backup_dir"])
+    assert Path(saved).read_text() == "one\n" and saved.startswith(params["backup_dir"])
     assert target.read_text() == "two\n" and oct(target.stat().st_mode & 0o777) == "0o640"  # its own mode kept
     assert replace_file(str(target), "three\n", {**params, "backup": False}, mode=0o600) is None
     assert oct(target.stat().st_mode & 0o777) == "0o600" and len(list((tmp_path / "backups").rglob("conf.*"))) == 1
