@@ -79,6 +79,7 @@ CHECK_TYPES = {
     # the container runtime
     "containerd": CheckType(kubernetes_readers.read_containerd),
     "containerd_rules": CheckType(kubernetes_readers.read_containerd_rules, judge="offenders"),
+    "containerd_sandbox": CheckType(kubernetes_readers.read_containerd_sandbox),
 }
 
 

@@ -166,6 +166,17 @@ def read_containerd(check: dict, state: views.Node) -> Observation:
     return Observation(value, f"{shown} = {value} ({source})")
 
 
+def read_containerd_sandbox(check: dict, state: views.Node) -> Observation:
+    """Whether containerd's sandbox (pause) image carries the tag of the pause image the kubelet's release names:
+    the repository is the operator's (a mirror in an air-gapped cluster), the version is the release's."""
+    config, source = state.containerd
+    pinned = containerd.dig(config, ["plugins", containerd.CRI_IMAGES, "pinned_images", "sandbox"]) or ""
+    release = state.release_pause_image
+    same = pinned.rpartition(":")[2] == release.rpartition(":")[2] and pinned.rpartition("/")[2].startswith("pause:")
+    return Observation("release" if same else "other",
+                       f"sandbox {pinned or 'not set'} ({source}); the release's is {release} (kubeadm)")
+
+
 CONTAINERD_RULES = {"endpoints": containerd.endpoint_problems, "registries": containerd.registry_problems}
 
 

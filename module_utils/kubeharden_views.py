@@ -74,6 +74,21 @@ class Node:
                                   "out of upstream support; the KH-CRI controls judge containerd 2.x")
         return config, f"containerd config dump ({containerd.CONFIG})"
 
+    @functools.cached_property
+    def release_pause_image(self) -> str:
+        """The pause image the node's kubeadm names for the kubelet's release (kubeadm config images list, offline
+        with an explicit version): the sandbox image that release is tested with."""
+        try:
+            version = node.run(["kubelet", "--version"]).stdout.split()[-1]
+            listed = node.run(["kubeadm", "config", "images", "list", "--kubernetes-version", version])
+        except (FileNotFoundError, IndexError):
+            raise node.NotApplicable("no kubelet and kubeadm on this node to name the release's pause image") from None
+        pause = [line.strip() for line in listed.stdout.splitlines() if "/pause:" in line]
+        if listed.returncode != 0 or not pause:
+            raise node.ReadError(f"kubeadm config images list --kubernetes-version {version} named no pause image: "
+                                 f"{listed.stderr.strip()[-300:]}")
+        return pause[0]
+
     @property
     def containerd(self) -> tuple[dict, str]:
         """containerd's effective configuration, as `containerd config dump` prints it (imports and migration

@@ -112,3 +112,25 @@ def test_running_pods_the_image_policy_would_refuse_are_judged_once_per_namespac
     assert asked == [("shop", ("docker.io/nginx:latest",))]
     assert observed.value == [f"shop/web-{i}: docker.io/nginx:latest not from an allowed registry" for i in range(3)]
     assert "vendor (its own)" in observed.evidence
+
+
+def test_the_sandbox_image_is_judged_by_the_release_s_pause_tag_from_any_registry(monkeypatch):
+    import subprocess
+
+    import kubeharden_containerd as containerd
+
+    answers = {("kubelet", "--version"): "Kubernetes v1.37.2\n",
+               ("kubeadm", "config", "images", "list", "--kubernetes-version", "v1.37.2"):
+                   "registry.k8s.io/kube-apiserver:v1.37.2\nregistry.k8s.io/pause:3.10.2\nregistry.k8s.io/etcd:3.7.0-0\n"}
+    monkeypatch.setattr(node, "run", lambda argv, **kwargs: subprocess.CompletedProcess(argv, 0, answers[tuple(argv)],
+                                                                                         ""))
+
+    def judged(sandbox: str) -> str:
+        state = controls.Node(["workers"])
+        state.__dict__["_containerd"] = ({"version": 4, "plugins": {containerd.CRI_IMAGES: {
+            "pinned_images": {"sandbox": sandbox}}}}, "containerd config dump")
+        return readers.read_containerd_sandbox({}, state).value
+
+    assert judged("registry.k8s.io/pause:3.10.2") == "release"
+    assert judged("mirror.example:5000/k8s/pause:3.10.2") == "release"  # an air-gapped cluster's own mirror
+    assert judged("registry.k8s.io/pause:3.8") == "other"
