@@ -3,7 +3,8 @@ the migration of older versions applied), its registry hosts files, and the TOML
 
 One reading serves the container_runtime role (which refuses to write a configuration that breaks a rule below)
 and the audit's KH-CRI controls (which judge the same effective configuration), so both read containerd alike.
-Runs on the node: the standard library only (tomllib, Python 3.11 and later).
+Runs on the node: the standard library (tomllib, Python 3.11 and later) and kubeharden_node's one way to run a
+command.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import ipaddress
 import json
 import os
 import re
-import subprocess
+
+try:
+    from ansible.module_utils.kubeharden_node import run
+except ImportError:  # imported directly by unit tests and the benchmark
+    from kubeharden_node import run
 
 try:
     import tomllib
@@ -64,8 +69,7 @@ def effective(config_path: str = CONFIG, binary: str | None = None,
     binary = binary or containerd_binary()
     if binary is None:
         raise FileNotFoundError("containerd is not installed (no containerd binary in /usr/local/bin or /usr/bin)")
-    done = subprocess.run([binary, "--config", config_path, "config", "dump"], capture_output=True, text=True,
-                          check=False, timeout=timeout)
+    done = run([binary, "--config", config_path, "config", "dump"], timeout=timeout)
     if done.returncode != 0:
         reason = [line for line in done.stderr.splitlines() if line.startswith("containerd:")] or \
             done.stderr.strip().splitlines()[-1:]
