@@ -45,6 +45,7 @@ PASSING_NODE_OS = {
     "KH-OS-3.1", "KH-OS-3.2", "KH-OS-3.3", "KH-OS-3.7", "KH-OS-3.8", "KH-OS-3.9",  # docker's tmpfs options
     "KH-OS-4.1", "KH-OS-4.2", "KH-OS-4.3", "KH-OS-4.4", "KH-OS-4.5", "KH-OS-4.6", "KH-OS-4.14",  # Debian modes
     "KH-OS-5.3", "KH-OS-5.5",  # PASS_WARN_AGE 7, ENCRYPT_METHOD SHA512
+    "KH-OS-7.1",  # the lab image ships AIDE (kubeharden/lab/image.py)
     "KH-OS-8.3", "KH-OS-8.7", "KH-OS-8.11", "KH-OS-8.12", "KH-OS-8.13", "KH-OS-8.14", "KH-OS-8.16",
     "KH-OS-8.19",  # OpenSSH defaults
     "KH-OS-9.1", "KH-OS-9.5", "KH-OS-9.6", "KH-OS-9.7", "KH-OS-9.8", "KH-OS-9.9",  # no swap, no legacy services

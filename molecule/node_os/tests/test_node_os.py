@@ -110,6 +110,15 @@ def test_swap_off_and_no_core_dumps(host):
 
 
 def test_aide_ignores_kubernetes_churn(host):
+    # prepare.yml purged AIDE (the lab's image ships it): converge installed it, from apt, in this run.
+    assert host.package("aide").is_installed and host.package("aide-common").is_installed
+    entries = host.file("/var/log/apt/history.log").content_string.split("\n\n")
+
+    def touches(entry: str, action: str) -> bool:
+        return any(line.startswith(f"{action}:") and "aide-common:" in line for line in entry.splitlines())
+
+    purged = max(i for i, entry in enumerate(entries) if touches(entry, "Purge"))
+    assert any(touches(entry, "Install") for entry in entries[purged + 1:]), "AIDE was not installed after prepare"
     text = host.file("/etc/aide/aide.conf.d/99_kubeharden_excludes").content_string
     assert "!/var/lib/containerd" in text and "!/var/log/pods" in text and "!/var/lib/etcd" in text
     with host.sudo():
