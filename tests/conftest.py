@@ -60,10 +60,11 @@ def private_state_dir(tmp_path_factory):
 # pytest-xdist hands whole files to its two workers in collection order (--no-loadscope-reorder, ./dev test): the
 # longest first (by their durations in CI), so that the short ones fill the end and both workers finish together.
 # Files not named here are shorter and keep their own order.
-LONGEST_FIRST = ("tests/lab/test_ha_control_plane.py", "tests/lab/test_molecule.py", "tests/lab/test_pki.py",
-                 "tests/lab/test_drift.py", "tests/lab/test_upgrade.py", "tests/lab/test_etcd.py",
-                 "tests/lab/test_versions.py", "tests/lab/test_restart_gate.py", "tests/lab/test_firewall.py",
-                 "tests/lab/test_lab_nodes.py")
+LONGEST_FIRST = ("tests/lab/test_ha_control_plane.py", "tests/lab/test_molecule.py", "tests/lab/test_drift.py",
+                 "tests/lab/test_pki.py", "tests/lab/test_upgrade.py", "tests/lab/test_restart_gate.py",
+                 "tests/lab/test_firewall.py", "tests/lab/test_versions.py", "tests/lab/test_lab_nodes.py",
+                 "tests/lab/test_etcd.py", "tests/lab/test_bootstrap.py", "tests/lab/test_cluster_policies.py",
+                 "tests/lab/test_audit.py", "tests/lab/test_install.py")
 # Unless the older releases are cached already: on a new machine `./dev test` builds them in the background, and the
 # files that need them come last.
 OLDER_RELEASES = ("tests/lab/test_upgrade.py", "tests/lab/test_versions.py")

@@ -8,6 +8,7 @@ kubeadm's static pod or run as the host's etcd.service.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import json
 import os
@@ -327,7 +328,8 @@ class Lab:
     def _provision(self, state: LabState, public_key: str, release: kubernetes.Release, addon_images: str) -> None:
         """Install the release on every node as its packages would, then bootstrap the cluster with kubeadm."""
         nodes = self.cluster_nodes(state)
-        for node, cluster_node in zip(state.nodes, nodes, strict=True):
+
+        def install(node: Node, cluster_node: cluster.ClusterNode) -> None:
             layout = self._node_files(node, public_key)
             layout.files += cluster.install_layout(cluster_node, release).files
             docker.exec_(node.container, "tar", "-x", "-p", "-C", "/", input=layout.tar())
@@ -335,6 +337,12 @@ class Lab:
             docker.exec_(node.container, "sh", "-euc", cluster.install_commands(release, addon_images))
             self.log(f"{node.name}: {runtime.Runtime(state.topology.containerd).describe()} and Kubernetes "
                      f"{release.version} installed, images imported ({time.monotonic() - started:.0f} s)")
+
+        # Every node at once: each mostly waits on its own containerd importing the images.
+        with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
+            for done in [pool.submit(install, node, cluster_node)
+                         for node, cluster_node in zip(state.nodes, nodes, strict=True)]:
+                done.result()  # the first failure, as a serial install would have raised it
         if not state.topology.kubeadm:
             return
         control_planes = [n for n in nodes if n.role == "control-plane"]
