@@ -15,10 +15,7 @@ import json
 import os
 import re
 
-try:
-    from ansible.module_utils.kubeharden_node import run
-except ImportError:  # imported directly by unit tests and the benchmark
-    from kubeharden_node import run
+from ansible.module_utils.kubeharden_node import run
 
 try:
     import tomllib

@@ -7,18 +7,11 @@ actual and expected values and where the actual one came from, so a failure expl
 
 from __future__ import annotations
 
-try:
-    from ansible.module_utils import kubeharden_comparisons as comparisons
-    from ansible.module_utils import kubeharden_node as node
-    from ansible.module_utils import kubeharden_readers_kubernetes as kubernetes_readers
-    from ansible.module_utils import kubeharden_readers_os as os_readers
-    from ansible.module_utils import kubeharden_views as views
-except ImportError:  # imported directly by unit tests and the benchmark
-    import kubeharden_comparisons as comparisons
-    import kubeharden_node as node
-    import kubeharden_readers_kubernetes as kubernetes_readers
-    import kubeharden_readers_os as os_readers
-    import kubeharden_views as views
+from ansible.module_utils import kubeharden_comparisons as comparisons
+from ansible.module_utils import kubeharden_node as node
+from ansible.module_utils import kubeharden_readers_kubernetes as kubernetes_readers
+from ansible.module_utils import kubeharden_readers_os as os_readers
+from ansible.module_utils import kubeharden_views as views
 
 # The names callers use: the node views and the comparison engine's vocabulary.
 Node, RenderedNode = views.Node, views.RenderedNode

@@ -13,12 +13,8 @@ from __future__ import annotations
 import copy
 import re
 
-try:
-    from ansible.module_utils import kubeharden_manifest as manifest
-    from ansible.module_utils.kubeharden_node import deep_merge, parse_minor
-except ImportError:  # imported directly by unit tests and the lab
-    import kubeharden_manifest as manifest
-    from kubeharden_node import deep_merge, parse_minor
+from ansible.module_utils import kubeharden_manifest as manifest
+from ansible.module_utils.kubeharden_node import deep_merge, parse_minor
 
 # The Kubernetes minors kubeharden supports (upstream's supported releases). The one list: the control_plane role's
 # version check, the lab's builds and README are held to it by tests/unit/test_lab_kubernetes.py.

@@ -15,10 +15,7 @@ import ipaddress
 import socket
 import ssl
 
-try:
-    from ansible.module_utils.kubeharden_pki import parse_request, pem_der
-except ImportError:  # imported directly by unit tests
-    from kubeharden_pki import parse_request, pem_der
+from ansible.module_utils.kubeharden_pki import parse_request, pem_der
 
 SIGNER = "kubernetes.io/kubelet-serving"
 NODE_USER_PREFIX = "system:node:"

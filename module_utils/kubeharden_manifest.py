@@ -12,10 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-try:
-    from ansible.module_utils.kubeharden_node import parse_minor
-except ImportError:  # imported directly by unit tests and the lab
-    from kubeharden_node import parse_minor
+from ansible.module_utils.kubeharden_node import parse_minor
 
 # Flags that name a file or directory the component writes: their directory is mounted read-write.
 WRITABLE_PATH_FLAGS = frozenset({"audit-log-path", "data-dir", "cert-dir"})

@@ -21,10 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from functools import cache
 
-try:
-    from ansible.module_utils.kubeharden_node import run
-except ImportError:  # imported directly by unit tests
-    from kubeharden_node import run
+from ansible.module_utils.kubeharden_node import run
 
 PKI_DIR = "/etc/kubernetes/pki"
 KUBECONFIG_DIR = "/etc/kubernetes"

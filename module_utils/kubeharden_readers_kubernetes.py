@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import os
 
-try:
-    from ansible.module_utils import kubeharden_cluster as cluster
-    from ansible.module_utils import kubeharden_comparisons as comparisons
-    from ansible.module_utils import kubeharden_containerd as containerd
-    from ansible.module_utils import kubeharden_encryption as encryption
-    from ansible.module_utils import kubeharden_node as node
-    from ansible.module_utils import kubeharden_pki as pki
-    from ansible.module_utils import kubeharden_views as views
-except ImportError:  # imported directly by unit tests and the benchmark
-    import kubeharden_cluster as cluster
-    import kubeharden_comparisons as comparisons
-    import kubeharden_containerd as containerd
-    import kubeharden_encryption as encryption
-    import kubeharden_node as node
-    import kubeharden_pki as pki
-    import kubeharden_views as views
+from ansible.module_utils import kubeharden_cluster as cluster
+from ansible.module_utils import kubeharden_comparisons as comparisons
+from ansible.module_utils import kubeharden_containerd as containerd
+from ansible.module_utils import kubeharden_encryption as encryption
+from ansible.module_utils import kubeharden_node as node
+from ansible.module_utils import kubeharden_pki as pki
+from ansible.module_utils import kubeharden_views as views
 
 Observation = comparisons.Observation
 

@@ -8,16 +8,10 @@ import os
 import re
 import time
 
-try:
-    from ansible.module_utils import kubeharden_comparisons as comparisons
-    from ansible.module_utils import kubeharden_node as node
-    from ansible.module_utils import kubeharden_os as os_logic
-    from ansible.module_utils import kubeharden_views as views
-except ImportError:  # imported directly by unit tests and the benchmark
-    import kubeharden_comparisons as comparisons
-    import kubeharden_node as node
-    import kubeharden_os as os_logic
-    import kubeharden_views as views
+from ansible.module_utils import kubeharden_comparisons as comparisons
+from ansible.module_utils import kubeharden_node as node
+from ansible.module_utils import kubeharden_os as os_logic
+from ansible.module_utils import kubeharden_views as views
 
 Observation = comparisons.Observation
 

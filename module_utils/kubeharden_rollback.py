@@ -3,10 +3,7 @@ unless a fresh connection confirms the change in time. One implementation for ev
 
 from __future__ import annotations
 
-try:
-    from ansible.module_utils.kubeharden_node import run
-except ImportError:  # imported directly by unit tests
-    from kubeharden_node import run
+from ansible.module_utils.kubeharden_node import run
 
 
 class RollbackTimer:

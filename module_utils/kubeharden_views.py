@@ -9,20 +9,12 @@ import json
 import os
 import time
 
-try:
-    from ansible.module_utils import kubeharden_cluster as cluster
-    from ansible.module_utils import kubeharden_containerd as containerd
-    from ansible.module_utils import kubeharden_kubeadm as kubeadm
-    from ansible.module_utils import kubeharden_node as node
-    from ansible.module_utils import kubeharden_pki as pki
-    from ansible.module_utils.kubeharden_kubectl import transient
-except ImportError:  # imported directly by unit tests and the benchmark
-    import kubeharden_cluster as cluster
-    import kubeharden_containerd as containerd
-    import kubeharden_kubeadm as kubeadm
-    import kubeharden_node as node
-    import kubeharden_pki as pki
-    from kubeharden_kubectl import transient
+from ansible.module_utils import kubeharden_cluster as cluster
+from ansible.module_utils import kubeharden_containerd as containerd
+from ansible.module_utils import kubeharden_kubeadm as kubeadm
+from ansible.module_utils import kubeharden_node as node
+from ansible.module_utils import kubeharden_pki as pki
+from ansible.module_utils.kubeharden_kubectl import transient
 
 
 class Node:

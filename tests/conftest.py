@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ansible.module_utils
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +30,9 @@ def require_lab() -> None:
         pytest.skip(f"lab tests need a Docker engine: {error}")
 
 
-# module_utils are imported by Ansible as ansible.module_utils.X; tests import them directly.
-sys.path.insert(0, str(ROOT / "module_utils"))
+# Tests import module_utils as Ansible's modules do (ansible.module_utils.kubeharden_X): the package's path also
+# holds the checkout's module_utils.
+ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
 
 
 def run_module(module: str, args: dict, check: bool = False, diff: bool = False) -> dict:

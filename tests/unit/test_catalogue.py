@@ -2,9 +2,9 @@ import ast
 import re
 from pathlib import Path
 
-import kubeharden_controls
 import pytest
 import yaml
+from ansible.module_utils import kubeharden_controls
 
 from kubeharden import catalogue
 from tests.conftest import ROOT
@@ -249,7 +249,7 @@ def test_every_cis_debian_exception_gives_its_reason_and_is_reported_as_one():
 
 
 def test_a_comparison_the_engine_does_not_know_is_refused_when_the_catalogue_loads():
-    from kubeharden_controls import compare
+    from ansible.module_utils.kubeharden_controls import compare
 
     for op in catalogue.COMPARISONS:  # every listed comparison is one the engine answers
         compare(op, "1", "1" if op not in ("in", "subset") else ["1"])

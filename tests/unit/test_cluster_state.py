@@ -4,7 +4,7 @@ tests/lab/test_cluster_policies.py."""
 
 from __future__ import annotations
 
-import kubeharden_cluster as cluster
+from ansible.module_utils import kubeharden_cluster as cluster
 
 
 def ns(name: str, labels: dict | None = None, exempt: str = "", reason: str = "") -> dict:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
-import kubeharden_containerd as containerd
-import kubeharden_controls as controls
-import kubeharden_node as node
-import kubeharden_readers_kubernetes as readers
 import pytest
+from ansible.module_utils import kubeharden_containerd as containerd
+from ansible.module_utils import kubeharden_controls as controls
+from ansible.module_utils import kubeharden_node as node
+from ansible.module_utils import kubeharden_readers_kubernetes as readers
 
 from kubeharden.lab import go_tool, runtime
 from tests.conftest import run_module

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import textwrap
 
-import kubeharden_controls as controls
-import kubeharden_node as node
-import kubeharden_readers_os as readers_os
 import pytest
+from ansible.module_utils import kubeharden_controls as controls
+from ansible.module_utils import kubeharden_node as node
+from ansible.module_utils import kubeharden_readers_os as readers_os
 
 
 @pytest.mark.parametrize(("op", "actual", "expected", "result"), [

@@ -8,9 +8,9 @@ import stat
 import subprocess
 import sys
 
-import kubeharden_encryption as enc
 import pytest
 import yaml
+from ansible.module_utils import kubeharden_encryption as enc
 
 from tests.conftest import ROOT, run_module
 

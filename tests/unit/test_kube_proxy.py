@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 
-import kubeharden_controls as controls
-import kubeharden_kubeadm as kubeadm
-import kubeharden_node as node
 import pytest
 import yaml
+from ansible.module_utils import kubeharden_controls as controls
+from ansible.module_utils import kubeharden_kubeadm as kubeadm
+from ansible.module_utils import kubeharden_node as node
 
 CONFIG = {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
           "clientConnection": {"kubeconfig": "/var/lib/kube-proxy/kubeconfig.conf"}, "metricsBindAddress": "",

@@ -4,8 +4,8 @@ lab's upgrade test (tests/lab/test_upgrade.py) has the real kubeadm write nodes 
 
 from __future__ import annotations
 
-import kubeharden_kubeadm as kubeadm
 import pytest
+from ansible.module_utils import kubeharden_kubeadm as kubeadm
 
 STOCK = {"apiVersion": kubeadm.V1BETA4, "kind": "ClusterConfiguration", "kubernetesVersion": "v1.36.3",
          "apiServer": {}, "controllerManager": {}, "scheduler": {},

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
-
-from tests.conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "module_utils"))
-import kubeharden_kubeadm as kubeadm
+from ansible.module_utils import kubeharden_kubeadm as kubeadm
 
 SPEC = {"kubernetes_version": "v1.37.2", "advertise_address": "192.0.2.10", "node_name": "cp1",
         "flags": {"kube-apiserver": {"profiling": "false", "authorization-mode": "Node,RBAC",

@@ -8,9 +8,9 @@ prediction must be exactly what it wrote.
 
 from __future__ import annotations
 
-import kubeharden_kubeadm as kubeadm
 import pytest
 import yaml
+from ansible.module_utils import kubeharden_kubeadm as kubeadm
 
 from tests import kubeadm_node
 

@@ -11,9 +11,9 @@ import ssl
 import threading
 from pathlib import Path
 
-import kubeharden_kubelet_serving as serving
-import kubeharden_pki as node_pki
 import pytest
+from ansible.module_utils import kubeharden_kubelet_serving as serving
+from ansible.module_utils import kubeharden_pki as node_pki
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec

@@ -229,7 +229,7 @@ def test_ca_cert_hash_is_kubeadms_public_key_pin(tmp_path):
 
 def test_the_lab_the_roles_and_the_modules_support_the_same_window():
     """One window of Kubernetes minors: what the lab builds is what the roles and modules accept."""
-    import kubeharden_kubeadm  # module_utils, on the path through tests/conftest.py
+    from ansible.module_utils import kubeharden_kubeadm  # module_utils, on the path through tests/conftest.py
 
     low, high = kubeharden_kubeadm.SUPPORTED
     modules = [f"{low[0]}.{minor}" for minor in range(low[1], high[1] + 1)]

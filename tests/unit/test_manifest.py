@@ -1,9 +1,9 @@
 import copy
 import datetime as dt
 
-import kubeharden_manifest as manifest
 import pytest
 import yaml
+from ansible.module_utils import kubeharden_manifest as manifest
 
 from tests import kubeadm_node
 

@@ -139,7 +139,7 @@ def test_without_kubeadm_the_validation_says_it_was_skipped(tmp_path, monkeypatc
 # -- the write tail every module shares ----------------------------------------------------------------------
 
 def test_replace_file_backs_up_what_it_replaces_and_keeps_or_sets_the_mode(tmp_path):
-    from kubeharden_files import replace_file
+    from ansible.module_utils.kubeharden_files import replace_file
 
     params = {"backup": True, "backup_dir": str(tmp_path / "backups")}
     target = tmp_path / "conf"

@@ -1,5 +1,5 @@
-import kubeharden_nft as nft
 import pytest
+from ansible.module_utils import kubeharden_nft as nft
 
 
 def test_render_replaces_only_its_own_table():

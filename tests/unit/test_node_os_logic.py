@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import kubeharden_os as os_logic
 import pytest
+from ansible.module_utils import kubeharden_os as os_logic
 
 LOGIN_DEFS = """\
 # Password aging controls:

@@ -6,20 +6,17 @@ import base64
 import datetime as dt
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible.module_utils import kubeharden_pki as node_pki
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests import kubeadm_node
-from tests.conftest import ROOT, run_module
-
-sys.path.insert(0, str(ROOT / "module_utils"))
-import kubeharden_pki as node_pki
+from tests.conftest import run_module
 
 NOW = dt.datetime.now(dt.UTC)
 CORRUPT = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"

@@ -4,10 +4,10 @@ objects. containerd's readers are judged with the lab's real containerd in test_
 
 from __future__ import annotations
 
-import kubeharden_controls as controls
-import kubeharden_node as node
-import kubeharden_readers_kubernetes as readers
 import pytest
+from ansible.module_utils import kubeharden_controls as controls
+from ansible.module_utils import kubeharden_node as node
+from ansible.module_utils import kubeharden_readers_kubernetes as readers
 
 
 def apiserver(tmp_path, monkeypatch, *flags: str) -> controls.Node:
@@ -85,7 +85,7 @@ def test_kube_proxy_reads_its_configuration_file_before_its_flags():
 def test_running_pods_the_image_policy_would_refuse_are_judged_once_per_namespace_and_images(monkeypatch):
     """One dry run per namespace and set of images: the pods of one workload share it; exempt namespaces are
     counted with their reason; without a policy that says no, nothing judges images."""
-    import kubeharden_cluster as cluster
+    from ansible.module_utils import kubeharden_cluster as cluster
 
     web = [{"kind": "Pod", "metadata": {"namespace": "shop", "name": f"web-{i}"}, "status": {"phase": "Running"},
             "spec": {"containers": [{"image": "docker.io/nginx:latest"}]}} for i in range(3)]
@@ -117,7 +117,7 @@ def test_running_pods_the_image_policy_would_refuse_are_judged_once_per_namespac
 def test_the_sandbox_image_is_judged_by_the_release_s_pause_tag_from_any_registry(monkeypatch):
     import subprocess
 
-    import kubeharden_containerd as containerd
+    from ansible.module_utils import kubeharden_containerd as containerd
 
     answers = {("kubelet", "--version"): "Kubernetes v1.37.2\n",
                ("kubeadm", "config", "images", "list", "--kubernetes-version", "v1.37.2"):

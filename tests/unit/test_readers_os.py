@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import subprocess
 
-import kubeharden_controls as controls
-import kubeharden_node as node
-import kubeharden_readers_os as readers
 import pytest
+from ansible.module_utils import kubeharden_controls as controls
+from ansible.module_utils import kubeharden_node as node
+from ansible.module_utils import kubeharden_readers_os as readers
 
 
 def answered(outputs: dict[tuple[str, ...], tuple[int, str]]):

@@ -258,7 +258,7 @@ def test_image_policy_covers_pod_templates_and_leaves_out_exempt_namespaces():
 
 
 def test_the_role_and_the_audit_name_the_image_policy_and_its_exemption_label_alike():
-    import kubeharden_cluster
+    from ansible.module_utils import kubeharden_cluster
 
     assert cluster_policies.IMAGE_POLICY == kubeharden_cluster.IMAGE_POLICY
     assert cluster_policies.IMAGE_POLICY_EXEMPT == kubeharden_cluster.IMAGE_POLICY_EXEMPT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-import kubeharden_rollback as rollback
+from ansible.module_utils import kubeharden_rollback as rollback
 
 
 def test_the_timer_is_armed_checked_and_disarmed_with_one_unit_name(monkeypatch):

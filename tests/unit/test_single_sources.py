@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 
-import kubeharden_controls
-import kubeharden_kubeadm
 import yaml
+from ansible.module_utils import kubeharden_controls, kubeharden_kubeadm
 
 from kubeharden import catalogue
 from tests.conftest import ROOT
