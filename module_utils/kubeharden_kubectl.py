@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 
+from ansible.module_utils.kubeharden_node import run
+
 # The argument specs of the options doc_fragments/kubeharden_kubectl.py documents.
 KUBECTL_OPTIONS = {"kubeconfig": {"type": "path", "default": "/etc/kubernetes/admin.conf"},
                    "kubectl": {"type": "str", "default": "kubectl"}}
@@ -32,11 +34,20 @@ class Kubectl:
         if namespace:
             self.base += ["-n", namespace]
 
+    def call(self, args: tuple[str, ...], data: str | None) -> tuple[int, str, str]:
+        """One kubectl call (no retry); a kubectl that cannot start fails the task with the reason."""
+        try:
+            done = run([*self.base, *args], stdin=data, timeout=SETTLE_SECONDS)
+        except OSError as exc:
+            self.module.fail_json(msg=f"kubectl could not run ({self.base[0]}): {exc}")
+            raise  # fail_json exits
+        return done.returncode, done.stdout, done.stderr
+
     def run(self, *args: str, data: str | None = None, missing_ok: bool = False) -> str | None:
         """kubectl's output; None for an object that does not exist when `missing_ok`."""
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
-            rc, out, err = self.module.run_command([*self.base, *args], data=data)
+            rc, out, err = self.call(args, data)
             if rc == 0:
                 return out
             if missing_ok and "NotFound" in err:
@@ -51,7 +62,7 @@ class Kubectl:
         apiserver is restarting; a refusal is returned at once."""
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
-            rc, out, err = self.module.run_command([*self.base, *args], data=data)
+            rc, out, err = self.call(args, data)
             if rc == 0 or not transient(err) or time.monotonic() >= deadline:
                 return rc, out, err
             time.sleep(POLL_SECONDS)

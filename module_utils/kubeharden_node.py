@@ -314,8 +314,7 @@ def kubelet_version() -> tuple[int, int] | None:
     running = find_processes("kubelet")
     binary = running[0][1][0] if running else "/usr/bin/kubelet"
     try:
-        output = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
-                                check=False).stdout
+        output = run([binary, "--version"], timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return parse_minor(output)
@@ -446,8 +445,11 @@ def file_facts(path: str) -> dict:
             "is_dir": stat.S_ISDIR(info.st_mode)}
 
 
-def run(argv: list[str], stdin: str | None = None, timeout: int | None = 30,
-        env: dict | None = None) -> subprocess.CompletedProcess:
-    """The one way kubeharden's node code runs a command: output captured as text, never raising on its exit.
-    `timeout` None for a command whose length depends on the node (apt-get)."""
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=timeout, env=env)
+def run(argv: list[str], stdin: str | bytes | None = None, timeout: int | None = 30,
+        env: dict | None = None, text: bool = True) -> subprocess.CompletedProcess:
+    """The one way kubeharden's node code runs a command: output captured (as text unless `text` is False, for
+    binary output), never raising on its exit. `timeout` None for a command whose length depends on the node
+    (apt-get). A command that cannot start raises OSError."""
+    if not text and isinstance(stdin, str):
+        stdin = stdin.encode()
+    return subprocess.run(argv, input=stdin, capture_output=True, text=text, check=False, timeout=timeout, env=env)

@@ -410,8 +410,7 @@ def openssl(args: list[str], stdin: str | None = None) -> subprocess.CompletedPr
 @cache  # asked for the same key by the renewal's preflight and by the inventory
 def public_key_der(key_pem: str) -> bytes | None:
     """The SubjectPublicKeyInfo of a private key (None when openssl cannot read the key)."""
-    result = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=key_pem.encode(),
-                            capture_output=True, check=False, timeout=60)
+    result = run(["openssl", "pkey", "-pubout", "-outform", "DER"], stdin=key_pem, timeout=60, text=False)
     return result.stdout if result.returncode == 0 else None
 
 

@@ -149,6 +149,7 @@ from ansible.module_utils.kubeharden_files import (
     replace_file,
 )
 from ansible.module_utils.kubeharden_kubeadm import ConfigError, api_version, parse_version, render
+from ansible.module_utils.kubeharden_node import run
 
 try:
     import yaml
@@ -230,12 +231,12 @@ def kubeadm_validate(module: AnsibleModule, content: str) -> str:
     with tempfile.NamedTemporaryFile("w", prefix="kubeharden-kubeadm-", suffix=".yaml") as rendered:
         rendered.write(content)
         rendered.flush()
-        rc, out, err = module.run_command([kubeadm, "config", "validate", "--config", rendered.name])
-    if rc != 0:
-        message = " ".join(line.strip() for line in (err or out).splitlines() if line.strip()
-                           and "stack trace" not in line)
+        validated = run([kubeadm, "config", "validate", "--config", rendered.name], timeout=60)
+    if validated.returncode != 0:
+        message = " ".join(line.strip() for line in (validated.stderr or validated.stdout).splitlines()
+                           if line.strip() and "stack trace" not in line)
         module.fail_json(msg=f"kubeadm rejects the rendered configuration (nothing was written): {message}")
-    _rc, version, _err = module.run_command([kubeadm, "version", "-o", "short"])
+    version = run([kubeadm, "version", "-o", "short"]).stdout
     return f"kubeadm {version.strip()} (kubeadm config validate)"
 
 

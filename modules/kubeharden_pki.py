@@ -136,7 +136,7 @@ from ansible.module_utils.kubeharden_files import (
     backup,
     read_or_empty,
 )
-from ansible.module_utils.kubeharden_node import load_yaml
+from ansible.module_utils.kubeharden_node import load_yaml, run
 from ansible.module_utils.kubeharden_pki import (
     ETCD_COPIES_DIR,
     HOST_ETCD_PKI_DIR,
@@ -260,9 +260,12 @@ def refresh_etcd_copies(item: Item, params: dict) -> list[str]:
 def renew_kubeadm(module: AnsibleModule, item: Item, params: dict) -> dict:
     name = KUBEADM_NAMES[stem(item, params["pki_dir"])]
     backups = [backup(path, params["backup_dir"]) for path in dict.fromkeys((item.path, item.key_path)) if path]
-    rc, _out, err = module.run_command(["kubeadm", "certs", "renew", name])
-    if rc != 0:
-        raise PKIError(f"kubeadm certs renew {name} failed: {err.strip()}")
+    try:
+        renewed = run(["kubeadm", "certs", "renew", name], timeout=120)
+    except OSError as exc:
+        raise PKIError(f"kubeadm certs renew {name} could not run: {exc}") from exc
+    if renewed.returncode != 0:
+        raise PKIError(f"kubeadm certs renew {name} failed: {renewed.stderr.strip()}")
     return {"backups": backups, "kubeadm": name}
 
 

@@ -62,3 +62,17 @@ def test_the_roles_defaults_give_every_control_they_set_the_value_the_catalogue_
     assert {re.sub(r"[.-]\d+$", "", cid) for cid in compared} >= {"KH-OS-1", "KH-OS-8", "4.2", "1.2", "1.3"}
     assert "KH-OS-1.1" in compared  # net.ipv4.ip_forward: Kubernetes' own need, in node_os's vars/main.yml
     assert len(compared) >= 60, compared
+
+
+def test_node_code_runs_commands_one_way():
+    """Every command a module or module_utils file runs goes through kubeharden_node.run (text, timeout, never
+    raising on the exit code): no second helper with other defaults, no AnsibleModule.run_command."""
+    others = []
+    for path in sorted([*(ROOT / "modules").glob("*.py"), *(ROOT / "module_utils").glob("*.py")]):
+        if path.name == "kubeharden_node.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\bsubprocess\.(run|Popen|call|check_output|check_call)\(|\.run_command\(|os\.system\(",
+                         line):
+                others.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not others, "\n".join(others)
