@@ -20,6 +20,9 @@ from ansible.module_utils.kubeharden_node import deep_merge, parse_minor
 # version check, the lab's builds and README are held to it by tests/unit/test_lab_kubernetes.py.
 SUPPORTED_MINORS = ("1.35", "1.36", "1.37")
 SUPPORTED = (parse_minor(SUPPORTED_MINORS[0]), parse_minor(SUPPORTED_MINORS[-1]))
+# The next minor while only its pre-releases exist: rendered and hardened only where the inventory opts in
+# (control_plane_allow_prerelease, the modules' allow_prerelease), for trying it on a test cluster before its release.
+PRERELEASE_MINORS = ("1.38",)
 V1BETA3, V1BETA4 = "kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4"
 PKI_DIR = "/etc/kubernetes/pki"
 CLUSTER_DOMAIN = "cluster.local"
@@ -72,11 +75,16 @@ class ConfigError(ValueError):
     """A kubeadm configuration kubeharden refuses to render or read; the message names the setting."""
 
 
-def parse_version(text: str) -> tuple[int, int]:
+def parse_version(text: str, allow_prerelease: bool = False) -> tuple[int, int]:
     version = parse_minor(text) if re.match(r"^v?\d", str(text).strip()) else None
     if version is None:
         raise ConfigError(f"kubernetes_version {text!r} is not a version such as v1.37.2")
-    if not SUPPORTED[0] <= version <= SUPPORTED[1]:
+    prerelease = version in [parse_minor(minor) for minor in PRERELEASE_MINORS]
+    if prerelease and not allow_prerelease:
+        raise ConfigError(f"kubernetes_version {text} is a pre-release for kubeharden (its flags and configuration "
+                          f"are proven on {'.'.join(map(str, SUPPORTED[0]))} to {'.'.join(map(str, SUPPORTED[1]))}): "
+                          "set control_plane_allow_prerelease: true to try it on a test cluster, never in production")
+    if not prerelease and not SUPPORTED[0] <= version <= SUPPORTED[1]:
         raise ConfigError(f"kubernetes_version {text} is not supported: kubeharden renders kubeadm configurations "
                           f"for Kubernetes {'.'.join(map(str, SUPPORTED[0]))} to {'.'.join(map(str, SUPPORTED[1]))}")
     return version
@@ -185,7 +193,7 @@ def hardened_args(component: str, cluster: dict, hardening: dict, user: dict) ->
 
 def render(spec: dict) -> list[dict]:
     """The kubeadm configuration documents for one node (see the kubeharden_kubeadm_config module's options)."""
-    version = parse_version(spec["kubernetes_version"])
+    version = parse_version(spec["kubernetes_version"], spec.get("allow_prerelease", False))
     api = api_version(version)
     cluster = cluster_facts(spec)
     registration: dict = {"name": spec["node_name"], "criSocket": KUBELET_FLAGS["container-runtime-endpoint"]}
@@ -294,7 +302,8 @@ def effective(documents: list[dict]) -> dict:
                           f"migrate it with `kubeadm config migrate` to {V1BETA4}")
     if api != V1BETA4:
         raise ConfigError(f"ClusterConfiguration apiVersion {api!r} is not {V1BETA4}")
-    parse_version(configuration.get("kubernetesVersion", ""))
+    # Reading only: a pre-release's configuration exists because its rendering was opted in.
+    parse_version(configuration.get("kubernetesVersion", ""), allow_prerelease=True)
     endpoint = init.get("localAPIEndpoint") or {}
     networking = configuration.get("networking") or {}
     etcd_local = (configuration.get("etcd") or {}).get("local") or {}

@@ -27,6 +27,12 @@ options:
     description: The Kubernetes version kubeadm installs, such as v1.37.2.
     type: str
     required: true
+  allow_prerelease:
+    description:
+      - Render a configuration for the next minor while only its pre-releases exist (1.38 until 1.38.0), for a test
+        cluster. Without it such a version is refused before anything is written.
+    type: bool
+    default: false
   advertise_address:
     description: The node's address the apiserver and etcd advertise.
     type: str
@@ -176,6 +182,7 @@ def main() -> None:
         argument_spec={
             "path": {"type": "path", "default": "/etc/kubernetes/kubeadm-config.yaml"},
             "kubernetes_version": {"type": "str", "required": True},
+            "allow_prerelease": {"type": "bool", "default": False},
             "advertise_address": {"type": "str", "required": True},
             "node_name": {"type": "str", "required": True},
             "bind_port": {"type": "int", "default": 6443},
@@ -212,7 +219,7 @@ def main() -> None:
     content = dump(documents)
     current = read_or_empty(p["path"])
     result = {"changed": current != content, "path": p["path"], "kinds": [d["kind"] for d in documents],
-              "api_version": api_version(parse_version(p["kubernetes_version"])),
+              "api_version": api_version(parse_version(p["kubernetes_version"], p["allow_prerelease"])),
               "validated": kubeadm_validate(module, content) if p["validate"] else "not asked"}
     if result["changed"]:
         result["diff"] = {"before": redacted(current), "after": redacted(content), "before_header": p["path"],

@@ -32,7 +32,7 @@ PHASES = ("certs all", "kubeconfig all", "control-plane all", "etcd local", "kub
 def release(minor: str = kubernetes.DEFAULT_MINOR) -> kubernetes.Release:
     """The cached build of `minor` (no proxy asked), or a skip naming the command that builds it."""
     newest = kubernetes.newest_cached(minor)
-    found = kubernetes.Release(newest, kubernetes.SUPPORTED_MINORS[minor]) if newest else None
+    found = kubernetes.Release(newest, kubernetes.LAB_MINORS[minor]) if newest else None
     if found is None or not kubernetes.cached(found):
         message = f"no Kubernetes {minor} build is cached: run `kubeharden lab build --kubernetes-version {minor}`"
         if os.environ.get("KUBEHARDEN_REQUIRE_LAB") == "1":

@@ -38,7 +38,9 @@ def add_parser(commands) -> None:
                     help="validity of the nodes' leaf certificates in days (default: 365, as kubeadm)")
     up.add_argument("--kubernetes-version", metavar="VERSION",
                     help=f"bootstrap real Kubernetes with kubeadm: {kubernetes.supported_window()} (the newest "
-                         "built or served patch) or an exact patch such as 1.37.2; built once and cached")
+                         "built or served patch) or an exact patch such as 1.37.2; built once and cached"
+                         + "".join(f"; {minor}: its newest pre-release, opted in for the lab's inventory only"
+                                   for minor in kubernetes.PRERELEASE_MINORS))
     up.add_argument("--no-kubeadm", dest="kubeadm", action="store_const", const=False,
                     help="install Kubernetes, leave kubeadm init and join to you (as before playbooks/bootstrap.yml)")
     up.add_argument("--containerd", choices=sorted(runtime.CONTAINERD_RELEASES),
@@ -49,7 +51,9 @@ def add_parser(commands) -> None:
     build = lab_commands.add_parser("build", help="build (or check the cache of) a Kubernetes release for the lab, "
                                                   "with its container runtime and addons")
     build.add_argument("--kubernetes-version", metavar="VERSION", default=kubernetes.DEFAULT_MINOR,
-                       help=f"{kubernetes.supported_window()} or an exact patch (default: {kubernetes.DEFAULT_MINOR})")
+                       help=f"{kubernetes.supported_window()} or an exact patch (default: {kubernetes.DEFAULT_MINOR})"
+                            + "".join(f"; {minor} builds its newest pre-release"
+                                      for minor in kubernetes.PRERELEASE_MINORS))
     build.add_argument("--containerd", choices=sorted(runtime.CONTAINERD_RELEASES), default=runtime.DEFAULT_CONTAINERD,
                        help=f"containerd release line (default: {runtime.DEFAULT_CONTAINERD})")
     build.add_argument("--kube-bench", action="store_true",
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.lab_command == "build":
         release = kubernetes.ensure_binaries(kubernetes.resolve(args.kubernetes_version))
         manifest = release.manifest()
-        print(f"Kubernetes {release.version} and etcd {release.etcd}: {release.directory} "
+        print(f"Kubernetes {release.label} and etcd {release.etcd}: {release.directory} "
               f"(built in {manifest['built_seconds']} s)")
         node_runtime = runtime.Runtime(args.containerd)
         node_runtime.ensure()

@@ -264,7 +264,7 @@ def bootstrap(nodes: list[ClusterNode], release: Release, cert_days: int, log,
     first = nodes[0]
     endpoint = f"{first.ip}:6443"
     keys = Secrets.create()
-    log(f"{first.name}: kubeadm init (Kubernetes {release.version})")
+    log(f"{first.name}: kubeadm init (Kubernetes {release.label})")
     # --upload-certs: the other control-plane nodes fetch the shared certificates with the certificate key.
     config = init_configuration(first, release, endpoint, cert_days, keys, external_etcd, proxy_mode)
     _kubeadm(first, "init", config, log, "--upload-certs")

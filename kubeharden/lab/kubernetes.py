@@ -34,8 +34,14 @@ from kubeharden.lab.image import cache_dir
 # table to it); adding a minor: a line there and here, then `kubeharden lab build --kubernetes-version 1.NN`.
 SUPPORTED_MINORS = {"1.35": "v3.6.16", "1.36": "v3.6.16", "1.37": "v3.6.16"}
 DEFAULT_MINOR = "1.37"
-# The newest patch of each minor served on the day this table was written: used when the proxy cannot be asked.
-KNOWN_PATCHES = {"1.35": "v1.35.4", "1.36": "v1.36.3", "1.37": "v1.37.2"}
+# The next minor while the proxy serves only its pre-releases (beta, rc), with the etcd its kubeadm deploys: built
+# only when asked for by name (`--kubernetes-version 1.38`), never a default, never in CI, labelled as a pre-release
+# wherever it is printed, and hardened only where the inventory opts in (control_plane_allow_prerelease). When its .0
+# is served it moves to SUPPORTED_MINORS (and module_utils/kubeharden_kubeadm.SUPPORTED_MINORS, the roles' list).
+PRERELEASE_MINORS = {"1.38": "v3.7.1"}
+LAB_MINORS = {**SUPPORTED_MINORS, **PRERELEASE_MINORS}
+# The newest release of each minor served on the day this table was written: used when the proxy cannot be asked.
+KNOWN_PATCHES = {"1.35": "v1.35.4", "1.36": "v1.36.3", "1.37": "v1.37.2", "1.38": "v1.38.0-beta.0"}
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
@@ -53,7 +59,10 @@ IMAGES_ARCHIVE = "images.tar"
 ENTRY_FILES = (*(f"bin/{name}" for name in BINARIES), IMAGES_ARCHIVE)
 # Part of every cache key: bump it when the way binaries are built changes, so old builds are not reused.
 RECIPE = "2"
-GO_MINIMUM = {"1.35": (1, 25), "1.36": (1, 26), "1.37": (1, 26)}
+GO_MINIMUM = {"1.35": (1, 25), "1.36": (1, 26), "1.37": (1, 26), "1.38": (1, 27)}
+# A release that needs a newer Go than the machine's builds with the toolchain the Go module proxy serves
+# (golang.org/toolchain, fetched by the go command itself): 1.38's go.mod says go 1.27.0.
+GO_TOOLCHAINS = {"1.38": "go1.27.3"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,20 @@ class Release:
     @property
     def minor(self) -> str:
         return ".".join(self.version.lstrip("v").split(".")[:2])
+
+    @property
+    def prerelease(self) -> bool:
+        """A beta or release candidate (v1.38.0-beta.0), or any release of a minor not yet supported."""
+        return "-" in self.version or self.minor in PRERELEASE_MINORS
+
+    @property
+    def label(self) -> str:
+        """The version as kubeharden prints it: a pre-release always says so."""
+        return f"{self.version} (pre-release)" if self.prerelease else self.version
+
+    @property
+    def go_toolchain(self) -> str:
+        return GO_TOOLCHAINS.get(self.minor, "local")
 
     @property
     def key(self) -> str:
@@ -105,41 +128,62 @@ class Release:
 
 
 def supported_window() -> str:
+    """The supported minors, first-last (pre-releases are not in it)."""
     minors = sorted(SUPPORTED_MINORS, key=lambda m: tuple(int(p) for p in m.split(".")))
     return f"{minors[0]}-{minors[-1]}"
 
 
 def resolve(requested: str | None, log=print) -> Release:
-    """`1.37` -> the newest served 1.37 patch; `1.37.2` / `v1.37.2` as given. Refuses versions outside the window."""
+    """`1.37` -> the newest served 1.37 patch; `1.37.2` / `v1.37.2` as given; `1.38` (a pre-release minor) -> its
+    newest served pre-release, `1.38.0-beta.0` as given. Refuses versions outside the window."""
     text = (DEFAULT_MINOR if requested is None else requested).strip().lstrip("v")
-    match = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    match = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+)(-(?:alpha|beta|rc)\.\d+)?)?", text)
     if not match:
-        raise LabError(f"--kubernetes-version {requested!r} is not a version such as 1.37 or 1.37.2")
+        raise LabError(f"--kubernetes-version {requested!r} is not a version such as 1.37, 1.37.2 or 1.38.0-beta.0")
     minor = f"{match.group(1)}.{match.group(2)}"
-    if minor not in SUPPORTED_MINORS:
-        raise LabError(f"Kubernetes {text} is outside the versions kubeharden supports ({supported_window()})")
+    if minor not in LAB_MINORS:
+        raise LabError(f"Kubernetes {text} is outside the versions kubeharden supports ({supported_window()}"
+                       + "".join(f"; {m} as a pre-release" for m in PRERELEASE_MINORS) + ")")
+    if match.group(4) and minor not in PRERELEASE_MINORS:
+        raise LabError(f"Kubernetes {text} is a pre-release of a minor kubeharden supports as released: "
+                       f"ask for {minor} or one of its patches")
     if match.group(3) is not None:
         version = f"v{text}"
         if newest_cached(minor) == version:  # built before: no need to ask the proxy (labs come up offline)
-            return Release(version, SUPPORTED_MINORS[minor])
+            return Release(version, LAB_MINORS[minor])
         served = _served_versions(log)
         if served is not None and version not in served:
-            newest = _newest_patch(served, minor)
+            newest = _newest_release(served, minor)
             raise LabError(f"Kubernetes {version} is not served by the Go module proxy"
-                           + (f"; the newest {minor} patch is {newest}" if newest else ""))
+                           + (f"; the newest {minor} {'release' if minor in PRERELEASE_MINORS else 'patch'} is "
+                              f"{newest}" if newest else ""))
     else:
         version = newest_cached(minor)
         served = _served_versions(log) if version is None else None
         if version is None:
-            version = _newest_patch(served, minor) if served is not None else KNOWN_PATCHES[minor]
+            version = _newest_release(served, minor) if served is not None else KNOWN_PATCHES[minor]
         if version is None:
             raise LabError(f"the Go module proxy serves no Kubernetes {minor} release")
-    return Release(version, SUPPORTED_MINORS[minor])
+    return Release(version, LAB_MINORS[minor])
 
 
-def _newest_patch(served: list[str], minor: str) -> str | None:
-    patches = [v for v in served if re.fullmatch(rf"v{re.escape(minor)}\.\d+", v)]
-    return max(patches, key=lambda v: int(v.rsplit(".", 1)[1]), default=None)
+_STAGES = {"alpha": 0, "beta": 1, "rc": 2}
+
+
+def version_order(version: str) -> tuple[int, int, int, int]:
+    """v1.38.0-alpha.1 < v1.38.0-beta.0 < v1.38.0-rc.1 < v1.38.0 < v1.38.1, as semantic versioning orders them."""
+    match = re.fullmatch(r"v?\d+\.\d+\.(\d+)(?:-(alpha|beta|rc)\.(\d+))?", version)
+    if not match:
+        return (-1, -1, -1, -1)
+    patch, stage, number = match.groups()
+    return (int(patch), _STAGES[stage] if stage else len(_STAGES), int(number or 0), 0)
+
+
+def _newest_release(served: list[str], minor: str) -> str | None:
+    """The newest patch of a supported minor; of a pre-release minor, its newest release of any kind."""
+    stage = r"(?:-(?:alpha|beta|rc)\.\d+)?" if minor in PRERELEASE_MINORS else ""
+    candidates = [v for v in served if re.fullmatch(rf"v{re.escape(minor)}\.\d+{stage}", v)]
+    return max(candidates, key=version_order, default=None)
 
 
 def newest_cached(minor: str) -> str | None:
@@ -149,9 +193,9 @@ def newest_cached(minor: str) -> str | None:
     for manifest_path in root.glob(f"v{minor}.*/manifest.json") if root.exists() else []:
         manifest = json.loads(manifest_path.read_text())
         release = Release(manifest["version"], manifest["etcd"])
-        if release.key == manifest_path.parent.name and release.etcd == SUPPORTED_MINORS[minor]:
+        if release.key == manifest_path.parent.name and release.etcd == LAB_MINORS[minor]:
             found.append(release.version)
-    return max(found, key=lambda v: int(v.rsplit(".", 1)[1]), default=None)
+    return max(found, key=version_order, default=None)
 
 
 def _served_versions(log) -> list[str] | None:
@@ -172,9 +216,9 @@ def cache_dir_ready() -> Path:
     return directory
 
 
-def _go_env(**extra: str) -> dict:
+def _go_env(toolchain: str = "local", **extra: str) -> dict:
     # GOFLAGS=-mod=mod lets the wrapper module record go.sum entries as the build needs them.
-    return {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local", "GOWORK": "off", **extra}
+    return {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": toolchain, "GOWORK": "off", **extra}
 
 
 # -- cache -------------------------------------------------------------------------------------------------------
@@ -224,11 +268,16 @@ def _require_go(release: Release) -> str:
     if go is None:
         raise LabError(f"building Kubernetes {release.version} needs Go {'.'.join(map(str, GO_MINIMUM[release.minor]))}"
                        " or newer: install it (Debian: golang-go from backports, or the release on go.dev) and retry")
-    output = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=False).stdout.strip()
+    # With a toolchain named (GO_TOOLCHAINS), the go command fetches it from the Go module proxy here, once.
+    answer = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=False,
+                            env=_go_env(release.go_toolchain))
+    output = answer.stdout.strip()
     match = re.match(r"go(\d+)\.(\d+)", output)
     if not match or (int(match.group(1)), int(match.group(2))) < GO_MINIMUM[release.minor]:
         raise LabError(f"Kubernetes {release.minor} needs Go {'.'.join(map(str, GO_MINIMUM[release.minor]))} or "
-                       f"newer; this machine has {output or 'an unknown Go'}")
+                       f"newer; this machine has {output or 'an unknown Go'}"
+                       + (f" (GOTOOLCHAIN={release.go_toolchain}: {answer.stderr.strip()[-300:]})"
+                          if release.go_toolchain != "local" else ""))
     return go
 
 
@@ -241,29 +290,30 @@ def _build(release: Release, log) -> None:
     # Leftovers of builds that were killed: never read, removed here.
     for stale in root.glob(f".build-{release.key}-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    log(f"Building Kubernetes {release.version} and etcd {release.etcd} from the Go module proxy "
+    log(f"Building Kubernetes {release.label} and etcd {release.etcd} from the Go module proxy "
         f"(cached in {release.directory}; a first build takes a while on a small machine)")
     try:
         bin_dir = work / "entry" / "bin"
         bin_dir.mkdir(parents=True)
-        kube = _download(go, KUBERNETES_MODULE, release.version, work)
+        toolchain = release.go_toolchain
+        kube = _download(go, KUBERNETES_MODULE, release.version, work, toolchain)
         _write_wrapper(work / "kubernetes", KUBERNETES_MODULE, release.version,
                        _staging_replacements(Path(kube["GoMod"]), release.version))
         ldflags = _kubernetes_ldflags(release.version, kube)
         _go_build(go, work / "kubernetes", bin_dir, [f"{KUBERNETES_MODULE}/cmd/{c}" for c in STATIC_COMMANDS]
                   + [f"{KUBERNETES_MODULE}/{AGNHOST_SOURCE}"], ldflags, cgo=False, log=log,
-                  label=f"kubernetes {release.version}")
+                  label=f"kubernetes {release.label}", toolchain=toolchain)
         _go_build(go, work / "kubernetes", bin_dir, [f"{KUBERNETES_MODULE}/cmd/{c}" for c in CGO_COMMANDS],
-                  ldflags, cgo=True, log=log, label=f"kubelet {release.version}")
+                  ldflags, cgo=True, log=log, label=f"kubelet {release.label}", toolchain=toolchain)
         _build_pause(Path(kube["Dir"]) / PAUSE_SOURCE, bin_dir / "pause", log)
-        etcd = _download(go, ETCD_MODULE, release.etcd, work)
+        etcd = _download(go, ETCD_MODULE, release.etcd, work, toolchain)
         _write_wrapper(work / "etcd", ETCD_MODULE, release.etcd, {m: release.etcd for m in ETCD_STAGING},
                        extra_requires={ETCD_COMMANDS["etcdctl"]: release.etcd})
         etcd_commit = (etcd.get("Origin") or {}).get("Hash", "")[:8]
         etcd_ldflags = f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA={etcd_commit}"
         for name, package in ETCD_COMMANDS.items():
             _go_build(go, work / "etcd", bin_dir / name, [package], etcd_ldflags, cgo=False, log=log,
-                      label=f"{name} {release.etcd}")
+                      label=f"{name} {release.etcd}", toolchain=toolchain)
         missing = [name for name in BINARIES if not (bin_dir / name).is_file()]
         if missing:
             raise LabError(f"the build finished without {', '.join(missing)}")
@@ -286,7 +336,7 @@ def _build(release: Release, log) -> None:
         os.rename(work / "entry", release.directory)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log(f"Built Kubernetes {release.version} and etcd {release.etcd} in {time.monotonic() - started:.0f} s")
+    log(f"Built Kubernetes {release.label} and etcd {release.etcd} in {time.monotonic() - started:.0f} s")
 
 
 def _kubeadm_constant(source: Path, name: str) -> str:
@@ -298,9 +348,9 @@ def _kubeadm_constant(source: Path, name: str) -> str:
     return match.group(1)
 
 
-def _download(go: str, module: str, version: str, work: Path) -> dict:
+def _download(go: str, module: str, version: str, work: Path, toolchain: str = "local") -> dict:
     result = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True,
-                            env=_go_env(), cwd=work, check=False)
+                            env=_go_env(toolchain), cwd=work, check=False)
     if result.returncode != 0:
         detail = (result.stdout + result.stderr).strip()[-800:]
         raise LabError(f"could not download {module}@{version} from the Go module proxy:\n{detail}")
@@ -348,13 +398,13 @@ _PROGRESS_EVERY = 60  # packages between two progress lines
 
 
 def _go_build(go: str, module_dir: Path, output: Path, packages: list[str], ldflags: str, *, cgo: bool, log,
-              label: str, tags: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> None:
+              label: str, tags: tuple[str, ...] = (), flags: tuple[str, ...] = (), toolchain: str = "local") -> None:
     """`go build -v`, printing a progress line every _PROGRESS_EVERY packages; the Go error's tail on failure."""
     started = time.monotonic()
     target = str(output) + ("/" if output.is_dir() else "")
     command = [go, "build", "-v", "-trimpath", *flags, *(["-tags", " ".join(tags)] if tags else []),
                "-ldflags", ldflags, "-o", target, *packages]
-    env = _go_env(CGO_ENABLED="1" if cgo else "0")
+    env = _go_env(toolchain, CGO_ENABLED="1" if cgo else "0")
     process = subprocess.Popen(command, cwd=module_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     assert process.stdout is not None

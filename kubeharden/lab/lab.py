@@ -70,6 +70,9 @@ def kubernetes_group_vars(release: kubernetes.Release) -> str:
              # The cluster's namespaces under its policies: the role's, and the probe workload's.
              "cluster_policies_namespaces": [*catalogue.role_defaults().get("cluster_policies", {}).get(
                  "cluster_policies_namespaces", []), addons.PROBE_NAMESPACE_POLICY]}
+    if release.prerelease:
+        # The lab was asked for this pre-release by name: its inventory opts in, a user's never does by default.
+        facts["control_plane_allow_prerelease"] = True
     return ("---\n# Written by `kubeharden lab up`; removed by `down`. What kubeadm needs on these containers, for\n"
             "# playbooks/bootstrap.yml (kubeharden/lab/cluster.py says why each is needed).\n"
             + yaml.safe_dump(facts, sort_keys=False))
@@ -336,7 +339,7 @@ class Lab:
             started = time.monotonic()
             docker.exec_(node.container, "sh", "-euc", cluster.install_commands(release, addon_images))
             self.log(f"{node.name}: {runtime.Runtime(state.topology.containerd).describe()} and Kubernetes "
-                     f"{release.version} installed, images imported ({time.monotonic() - started:.0f} s)")
+                     f"{release.label} installed, images imported ({time.monotonic() - started:.0f} s)")
 
         # Every node at once: each mostly waits on its own containerd importing the images.
         with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
@@ -387,7 +390,7 @@ class Lab:
         self.inventory_path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
         self.group_vars_path.parent.mkdir(parents=True, exist_ok=True)
         self.group_vars_path.write_text(kubernetes_group_vars(
-            kubernetes.Release(state.topology.kubernetes, kubernetes.SUPPORTED_MINORS[_minor(state.topology)])))
+            kubernetes.Release(state.topology.kubernetes, kubernetes.LAB_MINORS[_minor(state.topology)])))
 
     # -- status, ssh, down -----------------------------------------------------------------------------
     def status(self) -> dict:
@@ -481,5 +484,7 @@ def _require_inotify_instances() -> None:
 
 def _describe(topology: Topology) -> str:
     return (f"{topology.control_planes} control-plane + {topology.workers} worker node(s), {topology.etcd} etcd, "
-            f"Debian {topology.debian}, Kubernetes {topology.kubernetes}")
+            f"Debian {topology.debian}, Kubernetes {topology.kubernetes}"
+            + (" (pre-release)" if _minor(topology) in kubernetes.PRERELEASE_MINORS or "-" in topology.kubernetes
+               else ""))
 

@@ -45,7 +45,8 @@ def test_effective_flags_are_kubeadm_defaults_plus_extra_args():
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"kubernetes_version": "v1.34.4"}, "kubernetes_version v1.34.4 is not supported"),
-    ({"kubernetes_version": "v1.38.0"}, "for Kubernetes 1.35 to 1.37"),
+    ({"kubernetes_version": "v1.38.0-beta.0"}, "is a pre-release for kubeharden"),
+    ({"kubernetes_version": "v1.39.0"}, "for Kubernetes 1.35 to 1.37"),
     ({"kubernetes_version": "latest"}, "kubernetes_version 'latest' is not a version"),
     ({"extra_args": {"kube-apiserver": {"profiling": "true"}}},
      "extra_args for kube-apiserver sets --profiling=true, which conflicts with kubeharden's --profiling=false"),
@@ -58,6 +59,12 @@ def test_effective_flags_are_kubeadm_defaults_plus_extra_args():
 def test_bad_input_names_the_setting(change, message):
     with pytest.raises(kubeadm.ConfigError, match=re.escape(message)):
         kubeadm.render({**SPEC, **change})
+
+
+def test_a_prerelease_is_rendered_only_when_opted_in():
+    documents = kubeadm.render({**SPEC, "kubernetes_version": "v1.38.0-beta.0", "allow_prerelease": True})
+    assert kinds(documents)["ClusterConfiguration"]["kubernetesVersion"] == "v1.38.0-beta.0"
+    assert kubeadm.effective(documents)["flags"]["kube-apiserver"]["profiling"] == "false"
 
 
 def test_agreeing_extra_args_are_accepted_and_others_added():

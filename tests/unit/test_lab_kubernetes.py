@@ -57,10 +57,11 @@ def test_an_exact_patch_must_be_served(cache, served):
         kubernetes.resolve("1.37.7")
 
 
-@pytest.mark.parametrize("version", ["1.34", "1.38", "1.29.4", "2.0"])
+@pytest.mark.parametrize("version", ["1.34", "1.39", "1.29.4", "2.0"])
 def test_versions_outside_the_window_are_refused_naming_it(cache, served, version):
     window = kubernetes.supported_window()
-    with pytest.raises(LabError, match=rf"outside the versions kubeharden supports \({window}\)"):
+    refusal = rf"outside the versions kubeharden supports \({window}; 1\.38 as a pre-release\)"
+    with pytest.raises(LabError, match=refusal):
         kubernetes.resolve(version)
 
 
@@ -88,9 +89,38 @@ def test_without_go_or_proxy_a_minor_falls_back_to_the_known_patch(cache, monkey
 
 
 def test_every_supported_minor_has_a_known_patch_and_a_go_version():
-    assert set(kubernetes.SUPPORTED_MINORS) == set(kubernetes.KNOWN_PATCHES) == set(kubernetes.GO_MINIMUM)
+    assert set(kubernetes.LAB_MINORS) == set(kubernetes.KNOWN_PATCHES) == set(kubernetes.GO_MINIMUM)
     for minor, patch in kubernetes.KNOWN_PATCHES.items():
         assert patch.startswith(f"v{minor}.")
+    assert set(kubernetes.GO_TOOLCHAINS) <= set(kubernetes.LAB_MINORS)
+
+
+def test_a_prerelease_minor_is_never_the_default_and_resolves_to_its_newest_prerelease(cache, monkeypatch):
+    assert kubernetes.DEFAULT_MINOR not in kubernetes.PRERELEASE_MINORS
+    assert not set(kubernetes.PRERELEASE_MINORS) & set(kubernetes.SUPPORTED_MINORS)
+    served = ["v1.37.2", "v1.38.0-alpha.2", "v1.38.0-beta.0", "v1.38.0-alpha.10"]
+    monkeypatch.setattr(kubernetes, "_served_versions", lambda log: served)
+    release = kubernetes.resolve("1.38")
+    assert release.version == "v1.38.0-beta.0" and release.prerelease
+    assert release.label == "v1.38.0-beta.0 (pre-release)"
+    assert release.etcd == kubernetes.PRERELEASE_MINORS["1.38"]
+    assert kubernetes.resolve("1.38.0-beta.0").version == "v1.38.0-beta.0"
+    assert not kubernetes.resolve("1.37").prerelease
+    served.append("v1.38.0")  # the release itself outranks every pre-release
+    assert kubernetes.resolve("1.38").version == "v1.38.0"
+    with pytest.raises(LabError, match="pre-release of a minor kubeharden supports as released"):
+        kubernetes.resolve("1.37.3-rc.0")
+    with pytest.raises(LabError, match=r"1\.38 as a pre-release"):
+        kubernetes.resolve("1.39")
+
+
+def test_a_prerelease_lab_opts_its_own_inventory_in_and_a_supported_one_does_not():
+    from kubeharden.lab.lab import kubernetes_group_vars
+
+    prerelease = yaml.safe_load(kubernetes_group_vars(kubernetes.Release("v1.38.0-beta.0", "v3.7.1")))
+    released = yaml.safe_load(kubernetes_group_vars(kubernetes.Release("v1.37.2", "v3.6.16")))
+    assert prerelease["control_plane_allow_prerelease"] is True
+    assert "control_plane_allow_prerelease" not in released
 
 
 def test_the_wrapper_module_replaces_each_staging_module_with_the_published_release(tmp_path):
@@ -236,6 +266,8 @@ def test_the_lab_the_roles_and_the_modules_support_the_same_window():
     assert list(kubeharden_kubeadm.SUPPORTED_MINORS) == modules
     role_vars = yaml.safe_load((ROOT / "roles/control_plane/vars/main.yml").read_text())
     assert list(kubernetes.SUPPORTED_MINORS) == modules == role_vars["control_plane_supported_minors"]
+    assert list(kubernetes.PRERELEASE_MINORS) == list(kubeharden_kubeadm.PRERELEASE_MINORS) \
+        == role_vars["control_plane_prerelease_minors"]
     assert modules[-1] == kubernetes.DEFAULT_MINOR
     assert f"`control_plane_kubernetes_version` ({modules[0]} to {modules[-1]})" in (ROOT / "README.md").read_text()
 
