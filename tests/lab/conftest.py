@@ -5,12 +5,17 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import replace
 
 import pytest
 
-from kubeharden.lab import cluster, connectivity, docker
+from kubeharden.lab import cluster, connectivity, docker, kubernetes
 from kubeharden.lab.lab import Lab, Topology
 from tests.conftest import ROOT, require_lab
+
+# The release every lab runs unless its test names another: the default, or the one `./dev test --release MINOR`
+# names (how a pre-release is proven, outside CI).
+RELEASE_UNDER_TEST = os.environ.get("KUBEHARDEN_TEST_RELEASE") or kubernetes.DEFAULT_MINOR
 
 
 def playbook(lab, name: str, *extra: str) -> subprocess.CompletedProcess:
@@ -159,8 +164,12 @@ def matrix(lab) -> connectivity.Matrix:
     return connectivity.measure(lab.cluster_nodes(lab.state()))
 
 
-def _lab(tmp_path_factory, name: str, topology: Topology):
+def _lab(tmp_path_factory, name: str, topology: Topology, under_test: bool = True):
+    """A lab for one test module, taken down after it. Under test (the default), a topology on the default release
+    runs the release under test instead; under_test=False keeps the topology's release as it is."""
     require_lab()
+    if under_test and topology.kubernetes == kubernetes.DEFAULT_MINOR:
+        topology = replace(topology, kubernetes=RELEASE_UNDER_TEST)
     name = f"{name}-{os.getpid()}"  # concurrent test runs on one machine get their own labs
     lab = Lab(name, tmp_path_factory.mktemp(name), log=lambda line: None)
     lab.up(topology)

@@ -87,6 +87,9 @@ def test_a_weakened_configuration_is_stopped_before_kubeadm_runs(boot_lab):
 
 @pytest.mark.parametrize(("extra", "message"), [
     ({"control_plane_kubernetes_version": "v1.34.4"}, "Kubernetes 1.34 is outside the versions kubeharden supports"),
+    # A pre-release only where the inventory opts in, never by default.
+    ({"control_plane_kubernetes_version": "v1.38.0-beta.0", "control_plane_allow_prerelease": False},
+     "Kubernetes 1.38 is a pre-release for kubeharden: set control_plane_allow_prerelease: true"),
     ({"control_plane_kubeadm_extra_args": {"kube-apiserver": {"profiling": "true"}}},
      "extra_args for kube-apiserver sets --profiling=true, which conflicts with kubeharden's --profiling=false"),
     # Only kubeadm knows: the node's kubeadm validates the rendered file before it is written.

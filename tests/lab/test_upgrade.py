@@ -19,7 +19,7 @@ import yaml
 from kubeharden.lab import addons, cluster, connectivity, docker, kubernetes
 from kubeharden.lab.lab import Topology
 from tests import kubeadm_node
-from tests.lab.conftest import _lab, assert_kubelets_verified
+from tests.lab.conftest import RELEASE_UNDER_TEST, _lab, assert_kubelets_verified
 from tests.lab.test_versions import UPGRADE_FROM, assert_hardened_release, audit, statuses
 
 pytestmark = pytest.mark.lab
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def upgrade_lab(tmp_path_factory):
-    yield from _lab(tmp_path_factory, f"pytest-up{UPGRADE_FROM.replace('.', '')}", Topology(kubernetes=UPGRADE_FROM))
+    yield from _lab(tmp_path_factory, f"pytest-up{UPGRADE_FROM.replace('.', '')}", Topology(kubernetes=UPGRADE_FROM),
+                    under_test=False)
 
 
 def test_site_yml_hardens_the_release_before_the_newest(upgrade_lab):
@@ -103,7 +104,7 @@ def test_the_hardening_survives_kubeadm_upgrade_to_the_newest_release(upgrade_la
     """After site.yml, the real `kubeadm upgrade apply` (first control plane) and `kubeadm upgrade node` (the
     others), then the new kubelets: the audit's results are those of before, nothing is left to repair."""
     state = upgrade_lab.state()
-    target = kubeadm_node.release(kubernetes.DEFAULT_MINOR)
+    target = kubeadm_node.release(RELEASE_UNDER_TEST)
     cp1 = upgrade_lab.container("cp1")
     address = next(n.ip for n in state.nodes if n.name == "cp1")
     before = statuses(audit(upgrade_lab))
@@ -159,7 +160,11 @@ def test_the_hardening_survives_kubeadm_upgrade_to_the_newest_release(upgrade_la
     assert changed == {("cp1", "KH-ETCD-2"): ("pass", "fail"), ("cp1", "4.1.3"): ("pass", "fail"),
                        ("w1", "4.1.3"): ("pass", "fail")}, changed
 
-    # The one command after an upgrade (README): drift repairs exactly that, and leaves nothing pending.
+    # The one command after an upgrade (README): drift repairs exactly that, and leaves nothing pending. Onto a
+    # pre-release, the operator first opts the inventory in, as the roles' refusal says.
+    if target.prerelease:
+        with open(upgrade_lab.group_vars_path, "a") as group_vars:
+            group_vars.write("control_plane_allow_prerelease: true\n")
     drift = subprocess.run(["kubeharden", "drift", "-i", str(upgrade_lab.inventory_path), "--remediate", "--format",
                             "json", "--no-progress", "--state-dir", str(tmp_path / "drift")],
                            capture_output=True, text=True)

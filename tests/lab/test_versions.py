@@ -16,15 +16,22 @@ import pytest
 
 from kubeharden.lab import cluster, kubernetes
 from kubeharden.lab.lab import Topology
-from tests.lab.conftest import _lab, assert_anonymous_health_only, assert_kubelets_verified, playbook
+from tests.lab.conftest import (
+    RELEASE_UNDER_TEST,
+    _lab,
+    assert_anonymous_health_only,
+    assert_kubelets_verified,
+    playbook,
+)
 
 pytestmark = pytest.mark.lab
 
 OLDER = [minor for minor in kubernetes.SUPPORTED_MINORS if minor != kubernetes.DEFAULT_MINOR]
-# kubeadm upgrades one minor at a time: the release before the newest is proven, then upgraded, by test_upgrade.py.
-UPGRADE_FROM = OLDER[-1]
+# kubeadm upgrades one minor at a time: the release before the one under test (the newest, or a pre-release) is
+# proven, then upgraded, by test_upgrade.py.
+UPGRADE_FROM = list(kubernetes.LAB_MINORS)[list(kubernetes.LAB_MINORS).index(RELEASE_UNDER_TEST) - 1]
 # The releases this file proves on their own; never none, or the file would silently collect nothing.
-PROVEN_HERE = [minor for minor in OLDER if minor != UPGRADE_FROM]
+PROVEN_HERE = [minor for minor in OLDER if minor != OLDER[-1]]
 assert PROVEN_HERE, f"no supported release besides {kubernetes.DEFAULT_MINOR} and {UPGRADE_FROM} to prove here"
 STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 AUDITED = "1,2,4,KH-ETCD,KH-K8S,KH-PKI"
