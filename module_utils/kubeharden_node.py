@@ -15,6 +15,7 @@ import os
 import pwd
 import re
 import shlex
+import socket
 import stat
 import subprocess
 
@@ -183,6 +184,15 @@ def env_file_values(text: str) -> dict[str, str]:
     return values
 
 
+def unit_specifiers(unit: str, text: str) -> str:
+    """systemd's specifiers in a unit setting (Debian's etcd.service reads EnvironmentFile=-/etc/default/%p and sets
+    ETCD_NAME=%H): %n the unit's name, %N without its type, %p its prefix, %i its instance, %H the host name."""
+    name, _dot, _kind = unit.rpartition(".")
+    prefix, _at, instance = name.partition("@")
+    values = {"n": unit, "N": name, "p": prefix, "i": instance, "H": socket.gethostname(), "%": "%"}
+    return re.sub(r"%([nNpiH%])", lambda match: values[match.group(1)], text)
+
+
 def unit_exec(unit: str) -> dict:
     """ExecStart of `unit` with $VARS expanded from Environment= and EnvironmentFile=, and where each came from."""
     files = unit_files(unit)
@@ -202,6 +212,7 @@ def unit_exec(unit: str) -> dict:
             if section != "[Service]" or "=" not in line or line.startswith(("#", ";")):
                 continue
             key, value = (part.strip() for part in line.split("=", 1))
+            value = unit_specifiers(unit, value)
             if key == "Environment":
                 for assignment in shlex.split(value):
                     if "=" in assignment:

@@ -63,6 +63,30 @@ def test_unit_exec_expands_environment_and_honours_dropin_order(tmp_path, system
         "config-dir": "/etc/kubernetes/kubelet.conf.d"}
 
 
+def test_unit_exec_expands_systemd_specifiers_as_debians_etcd_service_uses_them(tmp_path, systemd_dirs, monkeypatch):
+    """Debian's etcd-server unit names its environment file /etc/default/%p and its member %H: read literally, a
+    stopped etcd's settings would come from no file at all."""
+    _etc, lib = systemd_dirs
+    default = tmp_path / "default"
+    default.mkdir()
+    (default / "etcd").write_text("ETCD_DATA_DIR=/srv/etcd\nETCD_TRUSTED_CA_FILE=/etc/etcd/pki/ca.crt\n")
+    (lib / "etcd.service").write_text(textwrap.dedent(f"""\
+        [Service]
+        Environment=ETCD_NAME=%H
+        Environment=ETCD_DATA_DIR=/var/lib/etcd/default
+        EnvironmentFile=-{default}/%p
+        ExecStart=/usr/bin/etcd $DAEMON_ARGS --literal=100%%
+        """))
+    monkeypatch.setattr(node.socket, "gethostname", lambda: "cp1")
+    monkeypatch.setattr(node, "find_processes", lambda name: [])
+    unit = node.unit_exec("etcd.service")
+    assert unit["files"] == [str(lib / "etcd.service"), f"{default}/etcd"]
+    assert unit["environment"]["ETCD_NAME"] == "cp1" and unit["argv"] == ["/usr/bin/etcd", "--literal=100%"]
+    flags, source = node.etcd_flags()
+    assert flags["data-dir"] == "/srv/etcd" and flags["trusted-ca-file"] == "/etc/etcd/pki/ca.crt"
+    assert source.startswith("etcd.service: ")
+
+
 def test_same_named_dropin_in_etc_overrides_usr_lib(systemd_dirs):
     etc, lib = systemd_dirs
     (lib / "kubelet.service").write_text("[Service]\nExecStart=/usr/bin/kubelet\n")

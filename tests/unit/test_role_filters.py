@@ -129,26 +129,6 @@ def test_a_unit_whose_package_is_not_installed_yet_is_left_alone_in_check_mode()
     assert set(node_units(services=False, aide=False)) == {"auditd.service"}
 
 
-etcd_setting = load("etcd", "etcd_settings").etcd_setting
-
-
-def test_etcd_settings_come_from_kubeadms_real_manifest():
-    from tests import kubeadm_node
-
-    manifest = kubeadm_node.node_file("/etc/kubernetes/manifests/etcd.yaml")
-    assert etcd_setting(manifest, "data-dir", "static_pod") == "/var/lib/etcd"
-    assert etcd_setting(manifest, "trusted-ca-file", "static_pod") == "/etc/kubernetes/pki/etcd/ca.crt"
-    assert etcd_setting(manifest, "no-such-flag", "static_pod", default="x") == "x"
-
-
-@pytest.mark.parametrize("line", ["ETCD_DATA_DIR=/srv/etcd", 'ETCD_DATA_DIR="/srv/etcd"', "ETCD_DATA_DIR='/srv/etcd'",
-                                  "  ETCD_DATA_DIR=/srv/etcd   "])
-def test_etcd_settings_come_from_a_host_services_environment_file_as_systemd_reads_it(line):
-    text = f"# etcd\nETCD_NAME=etcd1\nETCD_PEER_TRUSTED_CA_FILE=/etc/ssl/etcd/peer-ca.pem\n{line}\n"
-    assert etcd_setting(text, "data-dir", "host", default="/var/lib/etcd") == "/srv/etcd"
-    assert etcd_setting(text, "trusted-ca-file", "host") == ""  # the peer CA is another setting
-
-
 cluster_policies = load("cluster_policies", "cluster_policies")
 CLUSTER_POLICIES = yaml.safe_load((ROOT / "roles/cluster_policies/defaults/main.yml").read_text())
 SETTINGS = {"level": "restricted", "version": "latest", "dns": CLUSTER_POLICIES["cluster_policies_dns"]}
