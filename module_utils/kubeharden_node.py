@@ -297,7 +297,8 @@ def kube_proxy_state() -> dict:
     running = find_processes("kube-proxy")
     if not running:
         raise NotApplicable("no kube-proxy runs on this node")
-    pid, argv = running[0]
+    # During a rollout the old pod's process may still be ending beside the new one: the newest is the one that stays.
+    pid, argv = max(running, key=lambda found: (process_started(found[0]) or 0, found[0]))
     root = f"/proc/{pid}/root"
     flags = parse_flags(argv[1:])
     state = {"pid": pid, "root": root, "flags": flags, "config": None, "config_path": flags.get("config")}

@@ -107,14 +107,16 @@ def assert_kubelets_verified(lab, timeout: float = 120) -> None:
         assert proxied.stdout.strip() == "ok", (node, proxied.stderr)
 
 
-def kube_proxy_metrics_listener(lab, node: str, timeout: float = 60) -> str:
+def kube_proxy_metrics_listener(lab, node: str, timeout: float = 60, awaited: tuple[str, ...] = ()) -> str:
     """Where kube-proxy's metrics server listens on the node (the socket itself, as `ss` shows it): 127.0.0.1:10249
-    for loopback, *:10249 or 0.0.0.0:10249 for every address. Waits, bounded, while a new kube-proxy starts."""
+    for loopback, *:10249 or 0.0.0.0:10249 for every address. Waits, bounded, while a new kube-proxy starts, and
+    with `awaited` until the listener is one of those (a rollout's old process may still listen for a moment)."""
     deadline = time.monotonic() + timeout
     while True:
         listed = docker.exec_(lab.container(node), "ss", "-Hltn", "sport = :10249", check=False).stdout.split()
-        if len(listed) >= 4 or time.monotonic() > deadline:
-            return listed[3] if len(listed) >= 4 else "nothing listens"
+        found = listed[3] if len(listed) >= 4 else "nothing listens"
+        if (found != "nothing listens" and (not awaited or found in awaited)) or time.monotonic() > deadline:
+            return found
         time.sleep(1)
 
 

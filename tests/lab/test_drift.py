@@ -241,7 +241,9 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
         time.sleep(3)
     on(lab, "cp1", "chmod 644 /etc/kubernetes/admin.conf")
     edit_kube_proxy_config(lab, "metricsBindAddress: 127.0.0.1:10249", "metricsBindAddress: 0.0.0.0:10249")
-    assert kube_proxy_metrics_listener(lab, "w1") in ("*:10249", "0.0.0.0:10249")  # the socket, not the file
+    every_address = ("*:10249", "0.0.0.0:10249")
+    for node in ("cp1", "w1"):  # each node's new kube-proxy serves it: the socket, not the file
+        assert kube_proxy_metrics_listener(lab, node, awaited=every_address) in every_address, node
     on(lab, "cp1", "nft add rule inet kubeharden input tcp dport 31337 accept")
     on(lab, "cp1", "chmod 666 /run/containerd/containerd.sock")
     on(lab, "w1", "sed -i 's/^  enable_unprivileged_ports = false/  enable_unprivileged_ports = true/' "
@@ -278,7 +280,7 @@ def test_hand_made_changes_are_named_restored_and_gone(drift_lab, tmp_path):
     # Persisted only: /proc/sys is read-only in a lab container (the audit judges the persisted value there).
     assert "net.ipv4.conf.all.send_redirects = 0" in on(lab, "w1", "cat /etc/sysctl.d/99-zz-kubeharden.conf")
     assert kubectl(lab, "get", "--raw", "/api/v1/nodes/w1/proxy/healthz").stdout.strip() == "ok"
-    assert kube_proxy_metrics_listener(lab, "w1") == "127.0.0.1:10249"
+    assert kube_proxy_metrics_listener(lab, "w1", awaited=("127.0.0.1:10249",)) == "127.0.0.1:10249"
     assert on(lab, "cp1", "stat -c %a /run/containerd/containerd.sock").strip() == "660"
     assert "  enable_unprivileged_ports = false" in on(lab, "w1", "cat /etc/containerd/config.toml")
     assert matrix(lab).cells == stock.cells, matrix(lab).table()

@@ -58,6 +58,17 @@ def test_the_running_kube_proxys_configuration_is_read(running):
     assert state["pid"] == 4242 and state["config"]["mode"] == "iptables"
 
 
+def test_during_a_rollout_the_newest_kube_proxy_is_read_not_the_one_ending(running, monkeypatch):
+    """The old pod's process (a lower PID, started earlier) may still run beside the new one for a moment."""
+    argv = ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf"]
+    monkeypatch.setattr(node, "find_processes", lambda name: [(900, argv), (4242, argv), (3100, argv)])
+    started = {900: 1000.0, 4242: 1500.0, 3100: 1400.0}
+    monkeypatch.setattr(node, "process_started", lambda pid: started[pid])
+    assert node.kube_proxy_state()["pid"] == 4242
+    started[900] = 2000.0  # PIDs wrap: the start time decides, not the number
+    assert node.kube_proxy_state()["pid"] == 900
+
+
 def test_no_kube_proxy_is_not_applicable(monkeypatch):
     monkeypatch.setattr(node, "find_processes", lambda name: [])
     with pytest.raises(node.NotApplicable, match="no kube-proxy runs on this node"):
