@@ -3,16 +3,17 @@ flag is one the release's real binary takes, the worker has no static pod, etcd 
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
+import ansible.module_utils
 import pytest
 import yaml
 
 from kubeharden.lab import kubernetes
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "module_utils"))  # not a package
-import kubeharden_manifest
+# module_utils are imported as Ansible imports them: that package's path also holds the checkout's.
+ansible.module_utils.__path__.append(str(Path(__file__).resolve().parents[3] / "module_utils"))
+from ansible.module_utils import kubeharden_manifest  # noqa: E402 - after its path is added
 
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
 

@@ -5,13 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ansible.module_utils
 import yaml
 
-# module_utils and molecule/shared are not packages.
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "module_utils"))
+# module_utils are imported as Ansible imports them (that package's path also holds the checkout's); molecule/shared
+# is not a package.
+ansible.module_utils.__path__.append(str(Path(__file__).resolve().parents[3] / "module_utils"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
-import kubeharden_os
-from lab_audit import audit_statuses
+from ansible.module_utils import kubeharden_os  # noqa: E402 - after its path is added
+from lab_audit import audit_statuses  # noqa: E402
 
 
 def sshd_effective(host) -> dict:
