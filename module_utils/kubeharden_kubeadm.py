@@ -23,6 +23,7 @@ SUPPORTED = (parse_minor(SUPPORTED_MINORS[0]), parse_minor(SUPPORTED_MINORS[-1])
 # The next minor while only its pre-releases exist: rendered and hardened only where the inventory opts in
 # (control_plane_allow_prerelease, the modules' allow_prerelease), for trying it on a test cluster before its release.
 PRERELEASE_MINORS = ("1.38",)
+PRERELEASE = {parse_minor(minor) for minor in PRERELEASE_MINORS}
 V1BETA3, V1BETA4 = "kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta4"
 PKI_DIR = "/etc/kubernetes/pki"
 CLUSTER_DOMAIN = "cluster.local"
@@ -79,7 +80,7 @@ def parse_version(text: str, allow_prerelease: bool = False) -> tuple[int, int]:
     version = parse_minor(text) if re.match(r"^v?\d", str(text).strip()) else None
     if version is None:
         raise ConfigError(f"kubernetes_version {text!r} is not a version such as v1.37.2")
-    prerelease = version in [parse_minor(minor) for minor in PRERELEASE_MINORS]
+    prerelease = version in PRERELEASE
     if prerelease and not allow_prerelease:
         raise ConfigError(f"kubernetes_version {text} is a pre-release for kubeharden (its flags and configuration "
                           f"are proven on {'.'.join(map(str, SUPPORTED[0]))} to {'.'.join(map(str, SUPPORTED[1]))}): "

@@ -78,8 +78,7 @@ class Release:
 
     @property
     def prerelease(self) -> bool:
-        """A beta or release candidate (v1.38.0-beta.0), or any release of a minor not yet supported."""
-        return "-" in self.version or self.minor in PRERELEASE_MINORS
+        return is_prerelease(self.version)
 
     @property
     def label(self) -> str:
@@ -125,6 +124,11 @@ class Release:
     @property
     def etcd_image_tag(self) -> str:
         return f"{self.etcd.lstrip('v')}-0"
+
+
+def is_prerelease(version: str) -> bool:
+    """A beta or release candidate (v1.38.0-beta.0), or any release or minor (1.38) not yet supported."""
+    return "-" in version or ".".join(version.lstrip("v").split(".")[:2]) in PRERELEASE_MINORS
 
 
 def supported_window() -> str:

@@ -485,6 +485,5 @@ def _require_inotify_instances() -> None:
 def _describe(topology: Topology) -> str:
     return (f"{topology.control_planes} control-plane + {topology.workers} worker node(s), {topology.etcd} etcd, "
             f"Debian {topology.debian}, Kubernetes {topology.kubernetes}"
-            + (" (pre-release)" if _minor(topology) in kubernetes.PRERELEASE_MINORS or "-" in topology.kubernetes
-               else ""))
+            + (" (pre-release)" if kubernetes.is_prerelease(topology.kubernetes) else ""))
 

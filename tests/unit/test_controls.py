@@ -63,20 +63,27 @@ def test_unit_exec_expands_environment_and_honours_dropin_order(tmp_path, system
         "config-dir": "/etc/kubernetes/kubelet.conf.d"}
 
 
+def write_debian_etcd_service(unit_dir, default_dir, environment: str, arguments: str = "") -> None:
+    """etcd.service with Debian's etcd-server lines (its member named %H, its environment file /etc/default/%p, here
+    under `default_dir`), and that environment file."""
+    default_dir.mkdir(exist_ok=True)
+    (default_dir / "etcd").write_text(environment)
+    (unit_dir / "etcd.service").write_text(textwrap.dedent(f"""\
+        [Service]
+        Environment=ETCD_NAME=%H
+        Environment=ETCD_DATA_DIR=/var/lib/etcd/default
+        EnvironmentFile=-{default_dir}/%p
+        ExecStart=/usr/bin/etcd $DAEMON_ARGS{arguments}
+        """))
+
+
 def test_unit_exec_expands_systemd_specifiers_as_debians_etcd_service_uses_them(tmp_path, systemd_dirs, monkeypatch):
     """Debian's etcd-server unit names its environment file /etc/default/%p and its member %H: read literally, a
     stopped etcd's settings would come from no file at all."""
     _etc, lib = systemd_dirs
     default = tmp_path / "default"
-    default.mkdir()
-    (default / "etcd").write_text("ETCD_DATA_DIR=/srv/etcd\nETCD_TRUSTED_CA_FILE=/etc/etcd/pki/ca.crt\n")
-    (lib / "etcd.service").write_text(textwrap.dedent(f"""\
-        [Service]
-        Environment=ETCD_NAME=%H
-        Environment=ETCD_DATA_DIR=/var/lib/etcd/default
-        EnvironmentFile=-{default}/%p
-        ExecStart=/usr/bin/etcd $DAEMON_ARGS --literal=100%%
-        """))
+    write_debian_etcd_service(lib, default, "ETCD_DATA_DIR=/srv/etcd\nETCD_TRUSTED_CA_FILE=/etc/etcd/pki/ca.crt\n",
+                              " --literal=100%%")
     monkeypatch.setattr(node.socket, "gethostname", lambda: "cp1")
     monkeypatch.setattr(node, "find_processes", lambda name: [])
     unit = node.unit_exec("etcd.service")

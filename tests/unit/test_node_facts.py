@@ -4,7 +4,6 @@ kubeadm's real manifest, a stopped host service as Debian's etcd.service configu
 from __future__ import annotations
 
 import importlib.util
-import textwrap
 
 import pytest
 from ansible.module_utils import kubeharden_node as node
@@ -12,6 +11,7 @@ from ansible.module_utils.kubeharden_views import Node
 
 from tests import kubeadm_node
 from tests.conftest import ROOT
+from tests.unit.test_controls import write_debian_etcd_service
 
 spec = importlib.util.spec_from_file_location("kubeharden_node_facts", ROOT / "modules/kubeharden_node_facts.py")
 facts = importlib.util.module_from_spec(spec)
@@ -43,15 +43,7 @@ def test_kubeadms_static_pod_is_read_from_its_real_manifest(bare_node):
 def test_a_stopped_host_service_is_read_as_systemd_would_start_it(tmp_path, bare_node):
     _, units = bare_node
     default = tmp_path / "default"
-    default.mkdir()
-    (default / "etcd").write_text('ETCD_DATA_DIR="/srv/etcd"\nETCD_TRUSTED_CA_FILE=/etc/etcd/ca.crt\n')
-    (units / "etcd.service").write_text(textwrap.dedent(f"""\
-        [Service]
-        Environment=ETCD_NAME=%H
-        Environment=ETCD_DATA_DIR=/var/lib/etcd/default
-        EnvironmentFile=-{default}/%p
-        ExecStart=/usr/bin/etcd $DAEMON_ARGS
-        """))
+    write_debian_etcd_service(units, default, 'ETCD_DATA_DIR="/srv/etcd"\nETCD_TRUSTED_CA_FILE=/etc/etcd/ca.crt\n')
     etcd = facts.etcd_view(Node([]))
     assert etcd["kind"] == "host"
     assert etcd["flags"] == {"name": "etcd1", "data-dir": "/srv/etcd", "trusted-ca-file": "/etc/etcd/ca.crt"}
